@@ -1,0 +1,35 @@
+"""PyTorch checkpoints -> regfac_jax generators. The only package that knows PyTorch file formats.
+
+Public contract:
+
+* ``convert_state_dict(kind, state_dict, config)`` -> generator object, where ``state_dict`` maps official key
+  names to numpy arrays and ``config`` is the official constructor kwargs. Strict: every key used exactly once.
+* ``load(path)`` -> generator object; the file format is detected by content (see ``converters.formats``).
+"""
+from __future__ import annotations
+
+import importlib
+
+from converters.common import ConversionError
+
+_CONVERTERS = {
+    "stylegan2": "converters.stylegan2",
+    "stylegan3": "converters.stylegan3",
+    "biggan": "converters.biggan",
+}
+
+
+def convert_state_dict(kind: str, state_dict, config: dict):
+    """Converts an official state_dict (key -> array) with its constructor kwargs to a generator object."""
+    if kind not in _CONVERTERS:
+        raise ConversionError(f"Unknown generator kind {kind!r}; expected one of {sorted(_CONVERTERS)}.")
+    return importlib.import_module(_CONVERTERS[kind]).convert(state_dict, config)
+
+
+def load(path):
+    """Loads any supported checkpoint file or directory; the format is detected by content."""
+    from converters import formats  # local import: keeps `import converters` light
+    return formats.load(path)
+
+
+__all__ = ["ConversionError", "convert_state_dict", "load"]

@@ -1,0 +1,31 @@
+"""Packaging for regfac-jax (Region-Based Semantic Factorization in GANs, in JAX/Flax)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="regfac-jax",
+    version="0.1.0",
+    description="Region-based semantic factorization (ReSeFa) of GAN latent spaces in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["regfac_jax", "regfac_jax.*", "converters", "converters.*",
+                                    "experiments", "experiments.*"]),
+    package_data={"regfac_jax": ["data/*"]},
+    install_requires=[
+        # Pinned to one generation: a future JAX/Flax release must not silently change numerics.
+        "jax>=0.10,<0.11",
+        "jaxlib>=0.10,<0.11",
+        "flax>=0.12,<0.13",
+        "optax>=0.2.5,<0.3",
+        "orbax-checkpoint>=0.12,<0.13",
+        "absl-py>=2.1,<3",
+        "ml_collections>=1.0,<2",
+        "numpy>=1.26,<3",
+        "pillow>=10,<14",
+        "tqdm>=4.66,<5",
+    ],
+    extras_require={
+        # torch is only ever used by tests and benchmarks, to cross-check against the official code.
+        "test": ["pytest>=8,<10", "chex>=0.1.90,<0.2", "scipy>=1.11,<2", "torch==2.13.0"],
+    },
+)

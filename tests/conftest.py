@@ -1,0 +1,26 @@
+"""Shared test fixtures: the reference data folder and a float64 switch."""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import jax
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# The official reference fixtures live beside the checkout (CI lays them out the same way).
+FIXTURES = pathlib.Path(os.environ.get("REGFAC_FIXTURES", REPO.parent / "shared" / "fixtures"))
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> pathlib.Path:
+    if not FIXTURES.is_dir():
+        pytest.fail(f"reference fixtures not found at {FIXTURES} (set REGFAC_FIXTURES)")
+    return FIXTURES
+
+
+@pytest.fixture
+def x64():
+    """Runs a test with float64 enabled, restoring the previous setting afterwards."""
+    with jax.enable_x64(True):
+        yield
