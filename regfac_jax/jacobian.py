@@ -114,7 +114,7 @@ def _jacobian_rows(fn, latent, tangent_chunk: int, preprocess):
 
 
 @functools.partial(jax.jit, static_argnames=("tangent_chunk", "preprocess", "strategy"))
-def _weighted_grams(fn, latent, weights, tangent_chunk: int, preprocess, strategy: str):
+def weighted_grams(fn, latent, weights, tangent_chunk: int, preprocess, strategy: str):
     """``G_m = J^T diag(weights_m) J`` for every row of ``weights`` ``[M, P]`` -> ``[M, d, d]``."""
     d = latent.shape[0]
     _, f_jvp = _linearized(fn, latent, preprocess)
@@ -213,7 +213,7 @@ def region_grams(fn, latents, masks, *, tangent_chunk: int = 64, per_sample: boo
         samples = tqdm(samples, desc="Jacobian Grams", unit="sample")
     total, per = None, []
     for i in samples:
-        g = _weighted_grams(fn, latents[i], weights, int(tangent_chunk), preprocess, strategy)
+        g = weighted_grams(fn, latents[i], weights, int(tangent_chunk), preprocess, strategy)
         if not bool(jnp.all(jnp.isfinite(g))):
             raise FloatingPointError(f"Sample {i}: the Jacobian holds NaN or inf (latent {i} of {latents.shape[0]}); "
                                      "check that latent and the generator's weights for non-finite values.")
