@@ -1,0 +1,87 @@
+"""Jacobian time over the floor, and memory, for a generator: ``python -m benchmarks.bench_jacobian``.
+
+The floor is one forward pass of the same generator at batch ``d`` (as many images as the Jacobian has columns):
+a forward-mode Jacobian cannot be much cheaper than pushing ``d`` tangents through the network. Both are timed in
+the same run on the same machine, after compilation, as the median of several repeats. Memory is XLA's compiled
+memory analysis (arguments + outputs + temporaries) of each kernel.
+
+By default it measures the toy convolutional generator of ``regfac_jax.models.toy``; ``--model stylegan2``
+measures a random-weight StyleGAN2 of the given size once that port is installed.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from regfac_jax import jacobian, regions
+
+
+def _time(f, *args, repeats=5):
+    jax.block_until_ready(f(*args))  # compile + warm up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(*args))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _mem_gib(jitted, *args, **static):
+    m = jitted.lower(*args, **static).compile().memory_analysis()
+    return (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes) / 2 ** 30
+
+
+def toy_generator(resolution, d, channels):
+    from regfac_jax.models import toy
+    params = toy.init_toy(jax.random.key(0), latent_dim=d, resolution=resolution, channels=channels)
+    return toy.toy_latent_fn(params), d
+
+
+def stylegan2_generator(resolution, d, channels):
+    from benchmarks.bench_stylegan2 import random_generator  # provided by the StyleGAN2 benchmark
+    gen = random_generator(resolution, w_dim=d, channel_max=channels)
+    return gen.latent_fn("w"), d
+
+
+def run(model: str, resolution: int, d: int, channels: int, chunk: int):
+    make = {"toy": toy_generator, "stylegan2": stylegan2_generator}[model]
+    fn, d = make(resolution, d, channels)
+    latent = jax.random.normal(jax.random.key(1), (d,))
+    batch = jax.random.normal(jax.random.key(2), (d, d))
+    forward = jax.jit(lambda f, x: jax.vmap(f)(x))
+    t_floor = _time(forward, fn, batch)
+    mask = regions.box_mask((128, 128, 64, 96), resolution)
+    c = jax.eval_shape(fn, latent).shape[-1]
+    weights = jnp.asarray(jacobian.mask_weights(mask[None], c))
+    rows = {}
+    for strategy in ("materialize", "transpose"):
+        t = _time(jacobian.weighted_grams, fn, latent, weights, chunk, None, strategy)
+        mem = _mem_gib(jacobian.weighted_grams, fn, latent, weights, chunk, None, strategy)
+        rows[strategy] = (t, mem)
+    t_jac = _time(jax.jit(jax.jacfwd(lambda f, x: f(x), argnums=1)), fn, latent)
+    print(f"device: {jax.devices()[0].device_kind}; model {model} {resolution}x{resolution}x{c}, d={d}, "
+          f"tangent_chunk={chunk}")
+    print(f"{'what':38s} {'seconds':>9s} {'/ floor':>8s} {'memory GiB':>11s}")
+    print(f"{'floor: forward at batch d':38s} {t_floor:9.4f} {1.0:8.2f} {_mem_gib(forward, fn, batch):11.3f}")
+    print(f"{'jax.jacfwd (full Jacobian)':38s} {t_jac:9.4f} {t_jac / t_floor:8.2f}")
+    for strategy, (t, mem) in rows.items():
+        print(f"{'region Grams, ' + strategy:38s} {t:9.4f} {t / t_floor:8.2f} {mem:11.3f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="toy", choices=["toy", "stylegan2"])
+    ap.add_argument("--resolution", type=int, default=64)
+    ap.add_argument("--d", type=int, default=64)
+    ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--chunk", type=int, default=64)
+    args = ap.parse_args()
+    run(args.model, args.resolution, args.d, args.channels, args.chunk)
+
+
+if __name__ == "__main__":
+    main()

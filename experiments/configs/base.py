@@ -1,0 +1,63 @@
+"""Defaults shared by every experiment config; figure configs override a few fields.
+
+Fields (all overridable on the command line, e.g. ``--config.num_samples 16``):
+
+* ``model``: 'demo' (shipped model), 'fixture:<name>', a checkpoint (NVlabs .pkl, Hammer .pth, state_dict + JSON,
+  BigGAN directory) or a directory written by ``python -m converters``.
+* ``dataset``: the namespace of region presets ('ffhq', 'ffhqu', 'biggan', 'faces' for the demo model).
+* ``regions``: comma-separated presets, or ``box:r,c,h,w`` / ``file:PATH`` / ``seg:PATH:l1+l2`` separated by ';'.
+* ``space``: 'w' (paper), 'wplus', or for BigGAN 'z' / 'class'; ``layers``: W-space layer subset ('' = all).
+* ``num_samples``, ``seed``, ``latents_file``, ``truncation_psi``, ``truncation_cutoff`` (-1 = all layers).
+* ``aggregation``: 'mean' (Grams averaged over samples) or 'per_sample' (one solve per sample, as the paper).
+* ``official``: the paper code's pipeline (resize to 256 + channel sum, per-sample eig(inv(B) A) with tau=1e-3),
+  plus ours on the same Grams for comparison.
+* ``jacobian``: tangent_chunk, preprocess ('none' | 'official'), strategy, memory_budget_gib.
+* ``solver``: k, regularization ('auto' | 'paper' | 'none'), tau (-1 = default), method ('whiten' | 'official').
+* ``manipulate``: indices, layers (paper: '4-7'), step_start/step_stop/num_steps (paper: -10, 10, 7),
+  truncation_psi / truncation_cutoff (paper: 0.7 on the first 8 layers), num_samples, seed.
+"""
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.model = "demo"
+    c.dataset = "faces"
+    c.regions = "eyes"
+    c.space = "w"
+    c.layers = ""
+    c.num_samples = 5
+    c.seed = 4
+    c.latents_file = ""
+    c.truncation_psi = 1.0
+    c.truncation_cutoff = -1
+    c.noise_mode = "const"
+    c.translate = (0.0, 0.0)
+    c.rotate = 0.0
+    c.classes = "0"
+    c.truncation = 0.4
+    c.aggregation = "mean"
+    c.official = False
+    c.overwrite = False
+    c.jacobian = ml_collections.ConfigDict(dict(tangent_chunk=64, preprocess="none", strategy="auto",
+                                                memory_budget_gib=2.0))
+    c.solver = ml_collections.ConfigDict(dict(k=20, regularization="auto", tau=-1.0, method="whiten"))
+    c.manipulate = ml_collections.ConfigDict(dict(indices="0", layers="4-7", step_start=-10.0, step_stop=10.0,
+                                                  num_steps=7, truncation_psi=0.7, truncation_cutoff=8,
+                                                  num_samples=4, seed=0))
+    return c
+
+
+def tiny(c: ml_collections.ConfigDict, fixture: str, regions: str, dataset: str | None = None):
+    """Shrinks a figure config to a CPU smoke run on a reference fixture (32x32 models)."""
+    c.model = f"fixture:{fixture}"
+    c.regions = regions
+    if dataset:
+        c.dataset = dataset
+    c.num_samples = 2
+    c.solver.k = 5
+    c.manipulate.num_samples = 2
+    c.manipulate.num_steps = 3
+    c.manipulate.layers = ""
+    c.manipulate.truncation_cutoff = -1
+    return c

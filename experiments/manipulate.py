@@ -1,0 +1,23 @@
+"""Renders edits along directions: ``python -m experiments.manipulate --config CONFIG.py[:tiny] --directions
+FILE.npy --workdir DIR`` writes a PNG grid per direction, a GIF per sample and an ``index.html``.
+"""
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path.py[:arg]).",
+                                          lock_config=True)
+_DIRECTIONS = flags.DEFINE_string("directions", None, "Direction file ([k, d] .npy: ours or the paper's).",
+                                  required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
+
+
+def main(argv):
+    del argv
+    pipeline.manipulate(_CONFIG.value, _DIRECTIONS.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main)
