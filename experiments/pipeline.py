@@ -64,7 +64,7 @@ def load_model(spec: str):
         raise FileNotFoundError(f"Model {spec!r} not found: give 'demo', 'fixture:<name>', a checkpoint file or a "
                                 "converted checkpoint directory.")
     from regfac_jax import checkpoint
-    if path.is_dir() and checkpoint.is_generator_checkpoint(path):
+    if path.is_dir() and checkpoint.is_generator_dir(path):
         return checkpoint.load_generator(path)
     import converters
     return converters.load(path)
