@@ -1,23 +1,27 @@
 """Finds region-based directions: ``python -m experiments.find_directions --config CONFIG.py[:tiny] --workdir DIR``.
 
 See ``experiments/configs/base.py`` for every config field and ``experiments/pipeline.py`` for what is written.
+Multi-host (TPU pod, several GPU hosts): run the same command on every host with ``--distributed``; on Cloud TPU and
+SLURM JAX finds the coordinator itself, elsewhere add ``--coordinator HOST0:PORT --num_processes N --process_id I``.
 """
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import pipeline
-
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path.py[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (re-running on it resumes).", required=True)
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host).")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Join a multi-process JAX job first (jax.distributed).")
+_COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of process 0 (not needed on TPU pods / SLURM).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (not needed on TPU pods / SLURM).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (not needed on TPU pods / SLURM).")
 
 
 def main(argv):
     del argv
-    if _DISTRIBUTED.value:
-        import jax
-        jax.distributed.initialize()
+    if _DISTRIBUTED.value:  # before any other JAX call
+        from regfac_jax import distributed
+        distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    from experiments import pipeline
     pipeline.find_directions(_CONFIG.value, _WORKDIR.value)
 
 

@@ -157,13 +157,11 @@ def sample_latents(gen, cfg) -> dict:
 def sample_function(gen, cfg, lat: dict, i: int, layers) -> tuple[Callable, jax.Array]:
     """The pure function and linearisation point of sample ``i`` in the configured latent space."""
     if gen.kind == "biggan":
-        space = cfg.space if cfg.space != "w" else "z"
-        fn = gen.latent_fn(space, class_vector=lat["class_vector"][i], z=lat["z"][i], truncation=float(cfg.truncation))
-        point = {"z": lat["z"][i]}.get(space)
-        if point is None:
-            point = fn.point if hasattr(fn, "point") else None
-        if point is None:
-            raise ValueError(f"Latent space {space!r} needs a linearisation point the BigGAN port does not expose.")
+        space = "z" if cfg.space == "w" else cfg.space
+        z, cv = lat["z"][i], lat["class_vector"][i]
+        fn = gen.latent_fn(space, class_vector=cv, z=z, truncation=float(cfg.truncation))
+        embedding = np.asarray(gen.embed(cv[None]))[0]
+        point = {"z": z, "class": embedding, "z+class": np.concatenate([z, embedding])}[space]
         return fn, jnp.asarray(point)
     ws = lat["ws"][i]
     if cfg.space == "w":
@@ -234,6 +232,8 @@ def find_directions(cfg, workdir, progress: bool = True) -> dict:
     Returns:
       ``{region: {'eigenvalues': [k], 'directions': [k, d]}}``.
     """
+    if not _is_writer():  # multi-host: process 0 alone touches the work directory
+        return _find_directions(cfg, pathlib.Path(workdir), progress)
     workdir = io_utils.claim_workdir(workdir, describe(cfg), overwrite=bool(cfg.overwrite))
     handler = _setup_logging(workdir)
     try:
@@ -243,11 +243,26 @@ def find_directions(cfg, workdir, progress: bool = True) -> dict:
         handler.close()
 
 
+def _is_writer() -> bool:
+    return jax.process_index() == 0
+
+
+class _Out:
+    """Output calls that only process 0 performs (the others compute the same values and write nothing)."""
+
+    def __getattr__(self, name):
+        func = getattr(io_utils, name)
+        return func if _is_writer() else (lambda *a, **k: None)
+
+
+writer = _Out()
+
+
 def _find_directions(cfg, workdir: pathlib.Path, progress: bool) -> dict:
     gen = prepare_model(cfg)
     layers = parse_layers(cfg.layers, gen.num_ws) if gen.kind != "biggan" else None
     lat = sample_latents(gen, cfg)
-    io_utils.save_npz(workdir / "latents.npz", seed=np.int64(cfg.seed), **lat)
+    writer.save_npz(workdir / "latents.npz", seed=np.int64(cfg.seed), **lat)
     preprocess = "official" if cfg.official else (None if cfg.jacobian.preprocess == "none" else cfg.jacobian.preprocess)
     fn0, point0 = sample_function(gen, cfg, lat, 0, layers)
     h, w, c = jacobian.output_shape(fn0, point0, preprocess)
@@ -255,20 +270,47 @@ def _find_directions(cfg, workdir: pathlib.Path, progress: bool) -> dict:
     names = list(masks)
     stack = regions.validate_masks(np.stack([masks[k] for k in names]), (h, w))
     for name in names:
-        io_utils.save_png(workdir / "masks" / f"{name}.png", (masks[name] * 255).astype(np.uint8))
+        writer.save_png(workdir / "masks" / f"{name}.png", (masks[name] * 255).astype(np.uint8))
     n = int(cfg.num_samples)
     log.info("model %s (%s, %dx%d), regions %s, %d samples, space %s, d=%d", cfg.model, gen.kind,
              gen.img_resolution, gen.img_resolution, names, n, cfg.space, point0.shape[0])
     A, B = _accumulate(gen, cfg, lat, layers, stack, preprocess, workdir, progress)
-    io_utils.save_npz(workdir / "grams.npz", A=A, B=B, regions=np.array(names))
+    writer.save_npz(workdir / "grams.npz", A=A, B=B, regions=np.array(names))
     results = _solve(cfg, A, B, names, workdir)
-    _plot_spectrum(workdir / "spectrum.png", {k: v["eigenvalues"] for k, v in results.items()})
-    _save_orbax(workdir / "directions_orbax", results)
+    if _is_writer():
+        _plot_spectrum(workdir / "spectrum.png", {k: v["eigenvalues"] for k, v in results.items()})
+        _save_orbax(workdir / "directions_orbax", results)
     log.info("wrote %s", workdir)
     return results
 
 
+def _use_sharded(cfg) -> bool:
+    if cfg.scale_out == "auto":
+        return jax.device_count() > 1 or jax.process_count() > 1
+    if cfg.scale_out not in ("loop", "sharded"):
+        raise ValueError(f"scale_out must be 'auto', 'loop' or 'sharded'; got {cfg.scale_out!r}.")
+    return cfg.scale_out == "sharded"
+
+
 def _accumulate(gen, cfg, lat, layers, stack, preprocess, workdir, progress):
+    """Per-sample Grams with resume: a plain loop on one device, or sharded over every device of every host."""
+    per_sample = cfg.aggregation == "per_sample" or bool(cfg.official)
+    if _use_sharded(cfg):
+        from regfac_jax import resumable
+        n = int(cfg.num_samples)
+        fns, points = zip(*(sample_function(gen, cfg, lat, i, layers) for i in range(n)))
+        callback = None
+        if progress and jax.process_index() == 0:
+            callback = lambda p: log.info("%s", p)  # noqa: E731
+        return tuple(np.asarray(g) for g in resumable.run_resumable(
+            list(fns), jnp.stack(points), stack, str(workdir / "grams_ckpt"), config=describe(cfg),
+            per_sample=per_sample, preprocess=preprocess, tangent_chunk=int(cfg.jacobian.tangent_chunk),
+            strategy=cfg.jacobian.strategy, memory_budget=int(cfg.jacobian.memory_budget_gib * 2 ** 30),
+            save_interval_secs=float(cfg.save_interval_secs), callback=callback))
+    return _accumulate_loop(gen, cfg, lat, layers, stack, preprocess, workdir, progress, per_sample)
+
+
+def _accumulate_loop(gen, cfg, lat, layers, stack, preprocess, workdir, progress, per_sample):
     """Per-sample Grams, each saved as soon as it is done; finished samples are read back, not recomputed."""
     n = int(cfg.num_samples)
     samples_dir = workdir / "samples"
@@ -289,14 +331,14 @@ def _accumulate(gen, cfg, lat, layers, stack, preprocess, workdir, progress):
                                          preprocess=preprocess, strategy=cfg.jacobian.strategy,
                                          memory_budget=int(cfg.jacobian.memory_budget_gib * 2 ** 30))
             a, b = np.asarray(a), np.asarray(b)
-            io_utils.save_npz(path, A=a, B=b)
+            writer.save_npz(path, A=a, B=b)
             done = i + 1
             log.info("sample %d/%d done (%.1fs elapsed, ~%.0fs left)", done, n, time.time() - t0,
                      (time.time() - t0) / done * (n - done))
         per_a.append(a)
         per_b.append(b)
     per_a, per_b = np.stack(per_a), np.stack(per_b)  # [N, R, d, d]
-    if cfg.aggregation == "per_sample" or cfg.official:
+    if per_sample:
         return per_a, per_b
     return per_a.mean(0), per_b.mean(0)
 
@@ -317,15 +359,15 @@ def _solve(cfg, A, B, names, workdir) -> dict:
             comparison[name] = [float(abs(np.dot(dv[j, 0], np.asarray(dv_w)[j, 0]))) for j in range(dv.shape[0])]
         if per_sample:
             for j in range(dv.shape[0]):
-                io_utils.save_npy(workdir / "directions" / f"{name}_sample{j:03d}.npy", dv[j])
-                io_utils.save_npy(workdir / "eigenvalues" / f"{name}_sample{j:03d}.npy", ev[j])
+                writer.save_npy(workdir / "directions" / f"{name}_sample{j:03d}.npy", dv[j])
+                writer.save_npy(workdir / "eigenvalues" / f"{name}_sample{j:03d}.npy", ev[j])
             results[name] = {"eigenvalues": ev[0], "directions": dv[0]}
         else:
             results[name] = {"eigenvalues": ev, "directions": dv}
-        io_utils.save_npy(workdir / "directions" / f"{name}.npy", results[name]["directions"])
-        io_utils.save_npy(workdir / "eigenvalues" / f"{name}.npy", results[name]["eigenvalues"])
+        writer.save_npy(workdir / "directions" / f"{name}.npy", results[name]["directions"])
+        writer.save_npy(workdir / "eigenvalues" / f"{name}.npy", results[name]["eigenvalues"])
     if comparison:
-        io_utils.write_json(workdir / "official_comparison.json",
+        writer.write_json(workdir / "official_comparison.json",
                             {"cosine_top_direction_official_vs_ours": comparison})
         log.info("official vs ours, |cos| of the top direction per sample: %s", comparison)
     return results
@@ -392,6 +434,8 @@ def manipulate(cfg, directions_path, workdir, progress: bool = True) -> list[pat
     outputs = []
     if gen.kind == "biggan":
         from regfac_jax.models import biggan
+        if cfg.space not in ("z", "w"):
+            raise ValueError(f"manipulate edits BigGAN in z; directions of space {cfg.space!r} are not supported.")
         z = biggan.truncated_noise(int(m.seed), n, gen.z_dim, float(cfg.truncation))
         classes = [c.strip() for c in str(cfg.classes).split(",") if c.strip()] or ["0"]
         cv = biggan.class_vector([int(c) if c.isdigit() else c for c in classes][:1] * n, gen.num_classes)

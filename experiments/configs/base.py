@@ -9,6 +9,8 @@ Fields (all overridable on the command line, e.g. ``--config.num_samples 16``):
 * ``space``: 'w' (paper), 'wplus', or for BigGAN 'z' / 'class'; ``layers``: W-space layer subset ('' = all).
 * ``num_samples``, ``seed``, ``latents_file``, ``truncation_psi``, ``truncation_cutoff`` (-1 = all layers).
 * ``aggregation``: 'mean' (Grams averaged over samples) or 'per_sample' (one solve per sample, as the paper).
+* ``scale_out``: 'auto' (sharded over all devices and hosts when there is more than one, else a plain loop),
+  'loop' or 'sharded'; ``save_interval_secs``: checkpoint interval of the sharded path.
 * ``official``: the paper code's pipeline (resize to 256 + channel sum, per-sample eig(inv(B) A) with tau=1e-3),
   plus ours on the same Grams for comparison.
 * ``jacobian``: tangent_chunk, preprocess ('none' | 'official'), strategy, memory_budget_gib.
@@ -37,6 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.classes = "0"
     c.truncation = 0.4
     c.aggregation = "mean"
+    c.scale_out = "auto"
+    c.save_interval_secs = 300.0
     c.official = False
     c.overwrite = False
     c.jacobian = ml_collections.ConfigDict(dict(tangent_chunk=64, preprocess="none", strategy="auto",

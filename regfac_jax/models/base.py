@@ -116,9 +116,12 @@ class StyleGANBase(Generator):
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}.")
         if noise_mode == "random" and key is None:
             raise ValueError("noise_mode='random' needs a PRNG key (key=jax.random.key(seed)).")
-        fn = self._cached(("synthesis", noise_mode, tuple(sorted(kwargs))),
-                          lambda: jax.jit(functools.partial(self.synthesis_apply, noise_mode=noise_mode)))
-        return fn(self.params, self.buffers, ws, key=key, **kwargs)
+        # Hashable options (strings, numbers, tuples) select the compiled program; arrays are traced arguments.
+        static = {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, tuple, type(None)))}
+        traced = {k: v for k, v in kwargs.items() if k not in static}
+        fn = self._cached(("synthesis", noise_mode, tuple(sorted(static.items())), tuple(sorted(traced))),
+                          lambda: jax.jit(functools.partial(self.synthesis_apply, noise_mode=noise_mode, **static)))
+        return fn(self.params, self.buffers, ws, key=key, **traced)
 
     def generate(self, z, c=None, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
                  noise_mode: str = "const", key=None, **kwargs):
@@ -127,7 +130,7 @@ class StyleGANBase(Generator):
 
     # ---- pure functions for Jacobians ---------------------------------------------------------------
     def latent_fn(self, space: str = "w", layers: Sequence[int] | None = None, base_ws=None,
-                  noise_mode: str = "const") -> Partial:
+                  noise_mode: str = "const", **options) -> Partial:
         """The pure function a Jacobian differentiates.
 
         Args:
@@ -137,6 +140,7 @@ class StyleGANBase(Generator):
           layers: layer indices for space 'w' (e.g. the paper's 4-7); None means all layers.
           base_ws: [num_ws, w_dim] values of the layers not in ``layers`` (required when ``layers`` is given).
           noise_mode: 'const' or 'none' (a Jacobian needs a deterministic function).
+          **options: hashable keyword options passed on to ``synthesis_apply`` (e.g. StyleGAN2's ``modulation``).
         Returns:
           ``jax.tree_util.Partial`` g with g(latent) -> image [H, W, C].
         """
@@ -158,20 +162,22 @@ class StyleGANBase(Generator):
                 if base.shape != (self.num_ws, self.w_dim):
                     raise ValueError(f"base_ws must be [{self.num_ws}, {self.w_dim}], got {tuple(base.shape)}.")
                 mask = jnp.zeros((self.num_ws,), jnp.float32).at[jnp.asarray(layers)].set(1.0)
-            fn = self._cached(("latent_w", noise_mode), lambda: functools.partial(_w_image, self, noise_mode))
+            key = ("latent_w", noise_mode, tuple(sorted(options.items())))
+            fn = self._cached(key, lambda: functools.partial(_w_image, self, noise_mode, options))
             return Partial(fn, self.params, self.buffers, mask, base)
         if space == "wplus":
-            fn = self._cached(("latent_wplus", noise_mode), lambda: functools.partial(_wplus_image, self, noise_mode))
+            key = ("latent_wplus", noise_mode, tuple(sorted(options.items())))
+            fn = self._cached(key, lambda: functools.partial(_wplus_image, self, noise_mode, options))
             return Partial(fn, self.params, self.buffers)
         raise ValueError(f"Unknown latent space {space!r} for {self.kind}; expected 'w' or 'wplus'.")
 
 
-def _w_image(gen: StyleGANBase, noise_mode, params, buffers, mask, base, w):
+def _w_image(gen: StyleGANBase, noise_mode, options, params, buffers, mask, base, w):
     mask = mask.astype(w.dtype)[:, None]
     ws = mask * w[None, :] + (1 - mask) * base.astype(w.dtype)
-    return gen.synthesis_apply(params, buffers, ws[None], noise_mode=noise_mode)[0]
+    return gen.synthesis_apply(params, buffers, ws[None], noise_mode=noise_mode, **options)[0]
 
 
-def _wplus_image(gen: StyleGANBase, noise_mode, params, buffers, wp):
+def _wplus_image(gen: StyleGANBase, noise_mode, options, params, buffers, wp):
     ws = wp.reshape(gen.num_ws, gen.w_dim)
-    return gen.synthesis_apply(params, buffers, ws[None], noise_mode=noise_mode)[0]
+    return gen.synthesis_apply(params, buffers, ws[None], noise_mode=noise_mode, **options)[0]

@@ -1,0 +1,265 @@
+"""Scale-out: simulated devices, two jax.distributed processes, killed-and-resumed runs, and bad input.
+
+Simulated device counts and extra processes need a fresh JAX, so those checks run ``tests/dist_worker.py`` in
+subprocesses and compare with the single-device ``jacobian.region_grams`` computed here. Everything is float64 on a
+5-d toy generator with 8x8 images, so agreement is checked to round-off.
+"""
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import dist_worker  # noqa: E402
+
+from regfac_jax import distributed, jacobian, resumable  # noqa: E402
+
+WORKER = pathlib.Path(dist_worker.__file__)
+TIMEOUT = 180  # seconds per subprocess: generous for 2 shared cores, small enough to fail fast on a hang
+
+
+def _env():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags)
+    return env
+
+
+def _worker(tmp_path, mode, *args, name=None, check=True):
+    out = tmp_path / f"{name or mode}.npz"
+    proc = subprocess.run([sys.executable, str(WORKER), mode, "--out", str(out), *map(str, args)],
+                          env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    if check and proc.returncode != 0:
+        pytest.fail(f"worker {mode} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return (dict(np.load(out)) if out.exists() else None), proc
+
+
+def _reference(n, per_sample=False, fns=None):
+    fn, lat, masks = dist_worker.problem(n)
+    if fns is None:
+        return jacobian.region_grams(fn, jnp.asarray(lat), masks, tangent_chunk=5, per_sample=per_sample)
+    per = [jacobian.region_grams(f, jnp.asarray(lat[i]), masks, tangent_chunk=5) for i, f in enumerate(fns)]
+    return tuple(sum(p[k] for p in per) / n for k in (0, 1))
+
+
+def _close(got, want, rel):
+    want = np.asarray(want)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=rel * np.abs(want).max())
+
+
+# float64 sums of a handful of O(1) Grams, formed in another order (per device, then psum): a few ulps.
+F64_REL = 1e-13
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One process, this process's single device
+# ----------------------------------------------------------------------------------------------------------
+def test_single_device_matches_region_grams(x64):
+    fn, lat, masks = dist_worker.problem(5)
+    A, B = distributed.sharded_region_grams(fn, lat, masks, tangent_chunk=2)
+    A0, B0 = _reference(5)
+    assert A.shape == B.shape == (2, dist_worker.LATENT_DIM, dist_worker.LATENT_DIM) and A.dtype == jnp.float64
+    _close(A, A0, F64_REL)
+    _close(B, B0, F64_REL)
+    Ap, Bp = distributed.sharded_region_grams(fn, lat, masks, tangent_chunk=2, per_sample=True)
+    A0p, B0p = _reference(5, per_sample=True)
+    assert Ap.shape == (5, 2, dist_worker.LATENT_DIM, dist_worker.LATENT_DIM)
+    _close(Ap, A0p, F64_REL)
+    _close(Bp, B0p, F64_REL)
+
+
+def test_per_sample_functions_share_weights(x64):
+    fn, lat, masks = dist_worker.problem(4)
+    fns = dist_worker.per_sample_functions(fn, 4)
+    plan = distributed.plan_grams(fns, lat, masks)
+    assert len(plan.shared) == len(jax.tree_util.tree_leaves(fn))  # weights placed once, not per sample
+    assert [s.shape for s in plan.stacked] == [(4, dist_worker.LATENT_DIM)]  # only the shifts travel per sample
+    A, B = distributed.sharded_region_grams(fns, lat, masks, tangent_chunk=5)
+    A0, B0 = _reference(4, fns=fns)
+    _close(A, A0, F64_REL)
+    _close(B, B0, F64_REL)
+    # distinct arrays with equal values (as latent_fn builds its masks per call) are shared too
+    same = [jax.tree_util.Partial(dist_worker.shifted_apply, fn.args[0], np.zeros(5)) for _ in range(4)]
+    assert distributed.plan_grams(same, lat, masks).stacked == ()
+
+
+def test_bad_input(x64):
+    fn, lat, masks = dist_worker.problem(3)
+    with pytest.raises(ValueError, match=r"latents must be \[N, d\]"):
+        distributed.sharded_region_grams(fn, np.zeros((0, 5)), masks)
+    with pytest.raises(ValueError, match="3 per-sample functions for 2 latents|2 latents"):
+        distributed.sharded_region_grams(dist_worker.per_sample_functions(fn, 3), lat[:2], masks)
+    with pytest.raises(ValueError, match="strategy"):
+        distributed.sharded_region_grams(fn, lat, masks, strategy="fast")
+    bad = lat.copy()
+    bad[1, 0] = np.nan
+    with pytest.raises(FloatingPointError, match=r"Samples \[1\]"):
+        distributed.sharded_region_grams(fn, bad, masks)
+    with pytest.raises(ValueError, match="all of coordinator, num_processes and process_id"):
+        distributed.initialize_distributed("localhost:1234")
+    with pytest.raises(ValueError, match="host:port"):
+        distributed.initialize_distributed("localhost", 2, 0)
+    with pytest.raises(ValueError, match=r"process_id must be in \[0, 2\)"):
+        distributed.initialize_distributed("localhost:1234", 2, 2)
+
+
+def test_config_fingerprint():
+    base = {"model": "ffhq", "psi": 0.7, "regions": ["eyes", "nose"], "latents": np.arange(6.0).reshape(2, 3)}
+    same = {"regions": ["eyes", "nose"], "latents": np.arange(6.0).reshape(2, 3), "psi": 0.7, "model": "ffhq"}
+    assert distributed.config_fingerprint(base) == distributed.config_fingerprint(same)
+    for key, value in [("psi", 0.7000001), ("regions", ["eyes"]), ("latents", np.arange(6.0).reshape(3, 2)),
+                       ("latents", np.arange(6.0, dtype=np.float32).reshape(2, 3))]:
+        assert distributed.config_fingerprint({**base, key: value}) != distributed.config_fingerprint(base), key
+    with pytest.raises(TypeError, match="model.*no stable fingerprint"):
+        distributed.config_fingerprint({"model": object()})
+    distributed.assert_hosts_agree("anything")  # one process: nothing to disagree with
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Simulated devices
+# ----------------------------------------------------------------------------------------------------------
+def test_eight_simulated_devices_match_one_device(tmp_path, x64):
+    got, _ = _worker(tmp_path, "sharded", "--devices", 8)
+    assert int(got["num_devices"]) == 8
+    for n in (8, 5):  # 5 samples over 8 devices: 3 padding samples that must not count
+        A0, B0 = _reference(n)
+        _close(got[f"A{n}"], A0, F64_REL)
+        _close(got[f"B{n}"], B0, F64_REL)
+        A0p, B0p = _reference(n, per_sample=True)
+        assert got[f"A{n}_per"].shape == A0p.shape
+        _close(got[f"A{n}_per"], A0p, F64_REL)
+        _close(got[f"B{n}_per"], B0p, F64_REL)
+    fn, _, _ = dist_worker.problem(5)
+    A0, B0 = _reference(5, fns=dist_worker.per_sample_functions(fn, 5))
+    _close(got["A5_fns"], A0, F64_REL)
+    _close(got["B5_fns"], B0, F64_REL)
+    msg = str(got["pad_error"])
+    assert "5 samples do not divide over 8 devices" in msg and "pad=True" in msg
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Two processes with jax.distributed on localhost (CPU collectives: gloo)
+# ----------------------------------------------------------------------------------------------------------
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(tmp_path, x64):
+    port, workdir = _free_port(), tmp_path / "run"
+    procs = []
+    for pid in range(2):
+        cmd = [sys.executable, str(WORKER), "multiprocess", "--out", str(tmp_path / f"p{pid}.npz"), "--devices", "2",
+               "--samples", "5", "--port", str(port), "--process-id", str(pid), "--workdir", str(workdir)]
+        procs.append(subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        logs = [p.communicate(timeout=TIMEOUT)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for pid, (p, log) in enumerate(zip(procs, logs)):
+        assert p.returncode == 0, f"process {pid} failed:\n{log[-4000:]}"
+    outs = [dict(np.load(tmp_path / f"p{pid}.npz")) for pid in range(2)]
+    A0, B0 = _reference(5)
+    A0p, B0p = _reference(5, per_sample=True)
+    for out in outs:
+        assert int(out["process_count"]) == 2 and int(out["global_devices"]) == 4  # 5 samples over 4: padded
+        for key, want in [("A", A0), ("B", B0), ("A_res", A0), ("B_res", B0), ("A_per", A0p), ("B_per", B0p)]:
+            _close(out[key], want, F64_REL)
+        assert "process(es) [1]" in str(out["disagree_error"])
+    # run_resumable: both processes end with the same bits, only process 0 wrote its work directory
+    np.testing.assert_array_equal(outs[0]["A_res"], outs[1]["A_res"])
+    assert (tmp_path / "run_0").is_dir() and any((tmp_path / "run_0").iterdir())
+    assert not (tmp_path / "run_1").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Preemption: SIGKILL after a checkpoint, then resume
+# ----------------------------------------------------------------------------------------------------------
+def _steps(workdir):
+    return sorted(int(p.name) for p in pathlib.Path(workdir).iterdir() if p.name.isdigit())
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, x64):
+    fn, lat, masks = dist_worker.problem(7)
+    config = {"name": "kill-test"}
+    A_u, B_u = resumable.run_resumable(fn, lat, masks, tmp_path / "uninterrupted", config=config, block_size=2,
+                                       save_interval_secs=0, tangent_chunk=2)
+    _close(A_u, _reference(7)[0], F64_REL)
+
+    # same device count (1) and block size: the resumed result is bitwise the uninterrupted one
+    work = tmp_path / "killed"
+    _, proc = _worker(tmp_path, "resumable", "--workdir", work, "--block-size", 2, "--kill-after", 4, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert _steps(work)[-1] == 4  # checkpoint of the first 4 samples survived the kill
+    computed = []
+    A_r, B_r = resumable.run_resumable(fn, lat, masks, work, config=config, block_size=2, save_interval_secs=0,
+                                       tangent_chunk=2, callback=lambda p: computed.append(p.computed))
+    assert computed[-1] == 3  # only the 3 missing samples were computed
+    np.testing.assert_array_equal(np.asarray(A_r), np.asarray(A_u))
+    np.testing.assert_array_equal(np.asarray(B_r), np.asarray(B_u))
+    assert _steps(work)[-1] == 7
+
+    # killed on 1 device, resumed on 4 simulated devices: the same to round-off
+    work = tmp_path / "killed_resharded"
+    _, proc = _worker(tmp_path, "resumable", "--workdir", work, "--block-size", 2, "--kill-after", 2, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    got, _ = _worker(tmp_path, "resumable", "--workdir", work, "--devices", 4, name="resumed4")
+    assert int(got["computed"]) == 5
+    _close(got["A"], A_u, F64_REL)
+    _close(got["B"], B_u, F64_REL)
+
+    # a finished work directory returns its result without computing anything
+    computed.clear()
+    A_f, _ = resumable.run_resumable(fn, lat, masks, work, config=config, callback=computed.append)
+    assert computed == []
+    _close(A_f, A_u, F64_REL)
+
+
+def test_workdir_of_another_experiment_is_refused(tmp_path, x64):
+    fn, lat, masks = dist_worker.problem(3)
+    work = tmp_path / "exp"
+    resumable.run_resumable(fn, lat, masks, work, config={"regions": "eyes", "psi": 0.7}, save_interval_secs=0)
+    with pytest.raises(resumable.WorkdirMismatchError,
+                       match=r"holds a different experiment.*experiment\.config\.psi: '0\.7' in the stored run, "
+                             r"'0\.5' now"):
+        resumable.run_resumable(fn, lat, masks, work, config={"regions": "eyes", "psi": 0.5})
+    with pytest.raises(resumable.WorkdirMismatchError, match=r"holds a different experiment.*experiment\.latents"):
+        resumable.run_resumable(fn, lat + 1, masks, work, config={"regions": "eyes", "psi": 0.7})
+    fn_other, _, _ = dist_worker.problem(3, seed=5)
+    with pytest.raises(resumable.WorkdirMismatchError, match=r"holds a different experiment.*experiment\.function"):
+        resumable.run_resumable(fn_other, lat, masks, work, config={"regions": "eyes", "psi": 0.7})
+
+
+def test_accumulator_bookkeeping(tmp_path):
+    acc = resumable.ResumableGramAccumulator(tmp_path / "acc", "fp", num_samples=4, gram_shape=(2, 3, 3),
+                                             per_sample=True, save_interval_secs=0)
+    g = np.arange(18.0, dtype=np.float32).reshape(2, 3, 3)
+    acc.add([0, 2], 2 * g, np.stack([g, g]))
+    with pytest.raises(ValueError, match="already finished"):
+        acc.add([2], g, g[None])
+    with pytest.raises(ValueError, match="per_sample of shape"):
+        acc.add([1], g)
+    with pytest.raises(RuntimeError, match="Only 2 of 4"):
+        acc.mean()
+    assert acc.maybe_save() and acc.pending().tolist() == [1, 3]
+    acc.close()
+    again = resumable.ResumableGramAccumulator(tmp_path / "acc", "fp", num_samples=4, gram_shape=(2, 3, 3),
+                                               per_sample=True)
+    assert again.restored_step == 2 and again.pending().tolist() == [1, 3]
+    again.add([1, 3], 2 * g, np.stack([g, g]))
+    np.testing.assert_array_equal(again.mean(), g)  # exact: small integers in float64
+    np.testing.assert_array_equal(again.per_sample_grams()[3], g)
+    again.close()
+    with pytest.raises(resumable.WorkdirMismatchError, match=r"holds a different experiment.*num_samples: 4"):
+        resumable.ResumableGramAccumulator(tmp_path / "acc", "fp", num_samples=5, gram_shape=(2, 3, 3),
+                                           per_sample=True)
