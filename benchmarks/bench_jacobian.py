@@ -42,8 +42,9 @@ def toy_generator(resolution, d, channels):
 
 
 def stylegan2_generator(resolution, d, channels):
-    from benchmarks.bench_stylegan2 import random_generator  # provided by the StyleGAN2 benchmark
-    gen = random_generator(resolution, w_dim=d, channel_max=channels)
+    from benchmarks.bench_stylegan2 import build  # a random-weight StyleGAN2 of that size
+    del channels
+    gen = build(resolution, d)
     return gen.latent_fn("w"), d
 
 
@@ -52,7 +53,7 @@ def run(model: str, resolution: int, d: int, channels: int, chunk: int):
     fn, d = make(resolution, d, channels)
     latent = jax.random.normal(jax.random.key(1), (d,))
     batch = jax.random.normal(jax.random.key(2), (d, d))
-    forward = jax.jit(lambda f, x: jax.vmap(f)(x))
+    forward = jax.jit(lambda f, x: jax.vmap(f)(x))  # batch-d forward; StyleGAN2 vmaps to a batched pass
     t_floor = _time(forward, fn, batch)
     mask = regions.box_mask((128, 128, 64, 96), resolution)
     c = jax.eval_shape(fn, latent).shape[-1]
