@@ -26,6 +26,7 @@ setup(
     ],
     extras_require={
         # torch is only ever used by tests and benchmarks, to cross-check against the official code.
-        "test": ["pytest>=8,<10", "chex>=0.1.90,<0.2", "scipy>=1.11,<2", "torch==2.13.0"],
+        "test": ["pytest>=8,<10", "chex>=0.1.90,<0.2", "scipy>=1.11,<2", "torch==2.13.0",
+                 "pytorch-pretrained-biggan==0.1.1"],
     },
 )
