@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import pathlib
 import time
@@ -86,12 +85,9 @@ def load_fixture(name: str):
 
 
 def make_transform(translate=(0.0, 0.0), angle_deg: float = 0.0) -> np.ndarray:
-    """StyleGAN3's input transform for a translation and rotation, as the official generation script builds it:
-    the inverse of ``[[c, s, tx], [-s, c, ty], [0, 0, 1]]``."""
-    a = angle_deg / 360.0 * 2 * math.pi
-    s, c = math.sin(a), math.cos(a)
-    m = np.array([[c, s, translate[0]], [-s, c, translate[1]], [0, 0, 1]], np.float64)
-    return np.linalg.inv(m).astype(np.float32)
+    """StyleGAN3's transform buffer for an output translation and rotation: the inverse of the image transform."""
+    from regfac_jax.models.stylegan3 import transform_matrix
+    return np.linalg.inv(transform_matrix(translate, angle_deg)).astype(np.float32)
 
 
 def prepare_model(cfg):
