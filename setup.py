@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["regfac_jax", "regfac_jax.*", "converters", "converters.*",
                                     "experiments", "experiments.*"]),
-    package_data={"regfac_jax": ["data/*"]},
+    package_data={"regfac_jax": ["data/*", "data/*/*"]},
     install_requires=[
         # Pinned to one generation: a future JAX/Flax release must not silently change numerics.
         "jax>=0.10,<0.11",
