@@ -89,10 +89,11 @@ def save_png(path: PathLike, image_u8: np.ndarray) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def save_gif(path: PathLike, frames_u8: Sequence[np.ndarray], duration_ms: int = 120) -> None:
-    """An animated GIF that plays the frames forwards then backwards (a ping-pong loop)."""
+def save_gif(path: PathLike, frames_u8: Sequence[np.ndarray], duration_ms: int = 120, pingpong: bool = True) -> None:
+    """An animated, looping GIF; with ``pingpong`` it plays the frames forwards then backwards."""
     frames = [_pil(f) for f in frames_u8]
-    frames = frames + frames[-2:0:-1]
+    if pingpong:
+        frames = frames + frames[-2:0:-1]
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
     write_bytes(path, buf.getvalue())

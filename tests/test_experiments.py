@@ -95,7 +95,7 @@ def test_bad_input(tiny_cfg, tmp_path):
         pipeline.manipulate(tiny_cfg, tmp_path / "d.npy", tmp_path / "c", progress=False)
 
 
-FIGURE_CONFIGS = ["ffhq_stylegan2", "lsun_car_stylegan2", "lsun_church_stylegan2", "afhq_stylegan3r",
+FIGURE_CONFIGS = ["demo_faces", "ffhq_stylegan2", "lsun_car_stylegan2", "lsun_church_stylegan2", "afhq_stylegan3r",
                   "ffhqu_stylegan3", "biggan_deep256"]
 
 

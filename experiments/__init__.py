@@ -1,0 +1,1 @@
+"""absl launchers: each parses flags and calls one library function."""
