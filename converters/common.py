@@ -12,6 +12,10 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from regfac_jax.trees import flatten, nest  # the name rule, shared with the library
+
+__all__ = ["ConversionError", "StrictStateDict", "conv_weight", "dense_weight", "flatten", "nest"]
+
 
 class ConversionError(ValueError):
     """A checkpoint does not fit the generator it is being converted to."""
@@ -71,30 +75,6 @@ class StrictStateDict:
         lines.append("  Check that the config (resolution, channel_base/channel_max, mapping depth, c_dim, ...) "
                      "is the one this checkpoint was trained with.")
         raise ConversionError("\n".join(lines))
-
-
-def nest(flat: Mapping[str, object]) -> dict:
-    """``{'a.b.c': x}`` -> ``{'a': {'b': {'c': x}}}``."""
-    tree: dict = {}
-    for key, value in flat.items():
-        node = tree
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return tree
-
-
-def flatten(tree: Mapping, prefix: str = "") -> dict:
-    """Inverse of :func:`nest`."""
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(flatten(value, name))
-        else:
-            out[name] = value
-    return out
 
 
 def conv_weight(oihw: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from regfac_jax import io_utils
+from regfac_jax import io_utils, trees
 
 DATA_PACKAGE = "regfac_jax"
 DATA_DIR = ("data", "demo_faces")
@@ -40,30 +40,6 @@ RUN_FILE = "run.json"
 # ------------------------------------------------------------------------------------------------------------
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def flatten_tree(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    """Nested dict -> ``{'a.b.c': array}``."""
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            out.update(flatten_tree(value, name))
-        else:
-            out[name] = np.asarray(value)
-    return out
-
-
-def unflatten_tree(flat: dict[str, np.ndarray]) -> dict:
-    """``{'a.b.c': array}`` -> nested dict."""
-    tree: dict = {}
-    for name, value in flat.items():
-        node = tree
-        parts = name.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return tree
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -116,8 +92,8 @@ def restore_training(workdir: str | os.PathLike, g_config: dict, cfg, seed: int)
 def export_generator(gen, directory: str | os.PathLike, info: dict) -> pathlib.Path:
     """Writes ``generator.npz`` (params.* and buffers.* as float32), ``config.json`` and ``SHA256SUMS``."""
     directory = pathlib.Path(directory)
-    arrays = {f"params.{k}": v.astype(np.float32) for k, v in flatten_tree(gen.params).items()}
-    arrays.update({f"buffers.{k}": v.astype(np.float32) for k, v in flatten_tree(gen.buffers).items()})
+    arrays = {f"params.{k}": v.astype(np.float32) for k, v in trees.flatten(gen.params).items()}
+    arrays.update({f"buffers.{k}": v.astype(np.float32) for k, v in trees.flatten(gen.buffers).items()})
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     blob = buf.getvalue()
@@ -173,7 +149,7 @@ def load_demo_generator(directory: str | os.PathLike | None = None):
     config = json.loads(files[CONFIG_FILE])
     with np.load(io.BytesIO(files[GENERATOR_FILE]), allow_pickle=False) as npz:
         flat = {k: npz[k] for k in npz.files}
-    tree = unflatten_tree(flat)
+    tree = trees.nest(flat)
     gen = build(config["kind"], config["init_kwargs"], tree["params"], tree.get("buffers", {}))
     gen.demo_info = config.get("training", {})
     return gen
