@@ -11,23 +11,12 @@ measures a random-weight StyleGAN2 of the given size once that port is installed
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
+from benchmarks.timing import median_seconds
 from regfac_jax import jacobian, regions
-
-
-def _time(f, *args, repeats=5):
-    jax.block_until_ready(f(*args))  # compile + warm up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _mem_gib(jitted, *args, **static):
@@ -54,16 +43,17 @@ def run(model: str, resolution: int, d: int, channels: int, chunk: int):
     latent = jax.random.normal(jax.random.key(1), (d,))
     batch = jax.random.normal(jax.random.key(2), (d, d))
     forward = jax.jit(lambda f, x: jax.vmap(f)(x))  # batch-d forward; StyleGAN2 vmaps to a batched pass
-    t_floor = _time(forward, fn, batch)
+    t_floor = median_seconds(lambda: forward(fn, batch), 5)
     mask = regions.box_mask((128, 128, 64, 96), resolution)
     c = jax.eval_shape(fn, latent).shape[-1]
     weights = jnp.asarray(jacobian.mask_weights(mask[None], c))
     rows = {}
     for strategy in ("materialize", "transpose"):
-        t = _time(jacobian.weighted_grams, fn, latent, weights, chunk, None, strategy)
+        t = median_seconds(lambda: jacobian.weighted_grams(fn, latent, weights, chunk, None, strategy), 5)
         mem = _mem_gib(jacobian.weighted_grams, fn, latent, weights, chunk, None, strategy)
         rows[strategy] = (t, mem)
-    t_jac = _time(jax.jit(jax.jacfwd(lambda f, x: f(x), argnums=1)), fn, latent)
+    jacfwd = jax.jit(jax.jacfwd(lambda f, x: f(x), argnums=1))
+    t_jac = median_seconds(lambda: jacfwd(fn, latent), 5)
     print(f"device: {jax.devices()[0].device_kind}; model {model} {resolution}x{resolution}x{c}, d={d}, "
           f"tangent_chunk={chunk}")
     print(f"{'what':38s} {'seconds':>9s} {'/ floor':>8s} {'memory GiB':>11s}")

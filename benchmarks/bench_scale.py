@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
+
+from benchmarks.timing import median_seconds
 
 
 def _measure(args) -> dict:
@@ -45,20 +45,10 @@ def _measure(args) -> dict:
         return jax.block_until_ready(jacobian.region_grams(fn, latents, masks, tangent_chunk=args.chunk))
 
     out = {"devices": jax.device_count(), "cpu_cores": os.cpu_count(), "strategy": plan.strategy,
-           "sharded_s": _median_time(sharded, args.repeats)}
+           "sharded_s": median_seconds(sharded, args.repeats)}
     if args.devices == 1:
-        out["loop_s"] = _median_time(looped, args.repeats)
+        out["loop_s"] = median_seconds(looped, args.repeats)
     return out
-
-
-def _median_time(f, repeats: int) -> float:
-    f()  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _run_child(args, devices: int) -> dict:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
 from regfac_jax.models.stylegan2 import DEFAULT_MODULATION, MODULATIONS, StyleGAN2Generator, init_variables
+from benchmarks.timing import median_seconds
 
 
 def tiny_config(resolution: int, w_dim: int) -> dict:
@@ -35,16 +34,6 @@ def build(resolution: int, w_dim: int) -> StyleGAN2Generator:
     config = tiny_config(resolution, w_dim)
     params, buffers = init_variables(config, jax.random.key(0))
     return StyleGAN2Generator(config=config, params=params, buffers=buffers)
-
-
-def median_seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # warm-up / compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def random_ws(gen: StyleGAN2Generator, n: int) -> jax.Array:

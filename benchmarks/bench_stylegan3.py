@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +27,7 @@ from jax import lax
 from converters import stylegan3 as sg3_converter
 from regfac_jax.models.stylegan3 import LayerSpec, StyleGAN3Generator
 from regfac_jax.ops.filtered_lrelu import filtered_lrelu
+from benchmarks.timing import median_seconds
 
 KINDS = {"t": dict(conv_kernel=3, use_radial_filters=False), "r": dict(conv_kernel=1, use_radial_filters=True)}
 
@@ -48,16 +47,6 @@ def build(config: dict) -> StyleGAN3Generator:
             sd[key] = np.abs(sd[key]) / sd[key].size + 0.1
     sd["synthesis.input.transform"] = np.eye(3, dtype=np.float32)
     return sg3_converter.convert(sd, config)
-
-
-def median_seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # warm-up / compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 # ---- the naive filtered leaky ReLU: separate passes, as the official reference path runs them ----------------
