@@ -533,19 +533,6 @@ class StyleGAN2Generator(StyleGANBase):
                              "use truncation_psi=1.")
         return super().mapping(z, c, truncation_psi, truncation_cutoff)
 
-    def synthesis(self, ws, noise_mode: str = "const", key=None, modulation: str = DEFAULT_MODULATION):
-        """ws [N, num_ws, w_dim] -> images [N, R, R, C]; ``modulation`` picks the (static) conv path."""
-        ws = jnp.asarray(ws)
-        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}.")
-        if noise_mode == "random" and key is None:
-            raise ValueError("noise_mode='random' needs a PRNG key (key=jax.random.key(seed)).")
-        if modulation not in MODULATIONS:
-            raise ValueError(f"modulation must be one of {MODULATIONS}, got {modulation!r}.")
-        fn = self._cached(("synthesis", noise_mode, modulation), lambda: jax.jit(
-            lambda p, b, w, key: self.synthesis_apply(p, b, w, noise_mode, key, modulation)))
-        return fn(self.params, self.buffers, ws, key if noise_mode == "random" else None)
-
 
 def init_variables(config: dict, key: jax.Array) -> tuple[dict, dict]:
     """Random params and buffers for ``config`` (official-like init: normal weights, zero biases).
