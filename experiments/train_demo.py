@@ -40,8 +40,8 @@ def main(argv):
     import jax.numpy as jnp
     from tqdm.auto import tqdm
 
-    from regfac_jax import demo, training
-    from regfac_jax.datasets import faces
+    from regfac_jax import demo
+    from regfac_jax.demo import faces, training
 
     g_config = demo.demo_generator_config(tiny=FLAGS.tiny)
     res = g_config["img_resolution"]

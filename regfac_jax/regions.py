@@ -32,7 +32,7 @@ PRESETS: Mapping[str, Mapping[str, tuple[int, int, int, int]]] = {
         "eyest0": (70, 88, 30, 115),
         "eyest3": (108, 142, 26, 115),
     },
-    "faces": {  # the shipped demo model's procedural faces (regfac_jax.datasets.faces); disjoint boxes
+    "faces": {  # the shipped demo model's procedural faces (regfac_jax.demo.faces); disjoint boxes
         "hair": (56, 128, 100, 176),
         "eyes": (128, 128, 40, 128),
         "nose": (162, 128, 28, 32),

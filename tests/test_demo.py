@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from converters import stylegan2 as sg2_converter
-from regfac_jax import demo, training
-from regfac_jax.datasets import faces
-from regfac_jax.models import discriminator as disc
+from regfac_jax import demo
+from regfac_jax.demo import training
+from regfac_jax.demo import faces
+from regfac_jax.demo import discriminator as disc
 from regfac_jax.ops.upfirdn2d import setup_filter, upfirdn2d
 
 TINY = demo.demo_generator_config(tiny=True)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from regfac_jax import regions
-from regfac_jax.datasets import faces
+from regfac_jax.demo import faces
 
 
 def test_same_seed_same_faces_and_range():

@@ -74,7 +74,7 @@ def restore_training(workdir: str | os.PathLike, g_config: dict, cfg, seed: int)
     import jax
     from flax import serialization
 
-    from regfac_jax import training
+    from regfac_jax.demo import training
 
     template = training.init_state(jax.random.key(seed), g_config, cfg)
     path = pathlib.Path(workdir) / "state.msgpack"
@@ -182,7 +182,7 @@ def distribution_check(gen, num: int = 512, seed: int = 0, truncation_psi: float
     """
     import jax
 
-    from regfac_jax.datasets import faces
+    from regfac_jax.demo import faces
 
     res = gen.img_resolution
     real = faces.faces(seed + 12345, num, res)
@@ -200,7 +200,7 @@ def write_sample_docs(gen, directory: str | os.PathLike, seed: int = 0) -> str:
     to ``directory``; returns a printable summary of the distribution check."""
     import jax
 
-    from regfac_jax.datasets import faces
+    from regfac_jax.demo import faces
 
     directory = pathlib.Path(directory)
     res = gen.img_resolution
@@ -322,7 +322,7 @@ def _robustness_directions(grams: dict, r: int, num_regions: int, cfg: DemoConfi
 def _demo_masks(cfg: DemoConfig, res: int) -> np.ndarray:
     """``[3R, res, res]``: the regions' boxes, then 20% larger boxes, then boxes shifted by 20%."""
     from regfac_jax import metrics, regions
-    from regfac_jax.datasets import faces
+    from regfac_jax.demo import faces
 
     boxes = [faces.REGION_BOXES[r] for r in cfg.regions]
     stacks = [[regions.box_mask(b, res) for b in boxes],

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from regfac_jax.models import discriminator as disc_lib
+from regfac_jax.demo import discriminator as disc_lib
 from regfac_jax.models import stylegan2
 
 PyTree = Any

@@ -1,1 +1,0 @@
-"""Procedural datasets with known factors of variation (ground truth for region-based editing)."""
