@@ -11,6 +11,7 @@ import pytest
 
 from converters import ConversionError, convert_state_dict
 from converters import biggan as conv
+from parity import F32_JACOBIAN_TOL, kink_residual
 from regfac_jax.models import biggan as bg
 
 TRUNCATIONS = (0.4, 0.455, 1.0)
@@ -400,5 +401,7 @@ def test_jacobian_matches_torch_func(gen, fx):
     jac = jax.jit(jax.jacfwd(lambda g, x: g(x), argnums=1))
     ours = np.asarray(jac(gen.latent_fn("z", class_vector=c, truncation=t), jnp.asarray(z)))
     scale = np.abs(ref).max()
-    # float32 forward-mode on both sides; measured ~1e-6 of max |J|
-    assert np.abs(ours - ref).max() <= 1e-4 * scale
+    # float32 forward-mode on both sides, up to ReLU kink flips that PyTorch and XLA may round to different sides
+    # of (rank-1 each, see tests/parity.py); measured ~1e-6 of max |J|. The batch norms amplify rounding (the
+    # package's own float32 and float64 images differ by 1.2e-5), hence 10x the other ports' bar.
+    assert kink_residual(ours, ref, scale) <= 10 * F32_JACOBIAN_TOL

@@ -11,22 +11,14 @@ import pytest
 
 from converters import ConversionError, convert_state_dict
 from converters.stylegan2 import state_dict_layout
+from parity import F32_JACOBIAN_TOL, PARITY_TOL, kink_residual, max_abs
 from regfac_jax.models.stylegan2 import DEFAULT_MODULATION, MODULATIONS, init_variables, parse_config
 from regfac_jax.ops import setup_filter
 
-# Fixture parity in float32: the official outputs are float32 too, so the port differs only by summation order
-# in convolutions / matmuls over <= 576 terms per layer through ~10 layers; measured <= 4e-6 on images of
-# magnitude ~5. 1e-4 (the project's parity bar) is still far below any real error (a wrong gain, tap or
-# clamp moves pixels by > 1e-2).
-PARITY_TOL = 1e-4
 
 
 def nchw(img):
     return np.asarray(img).transpose(0, 3, 1, 2)
-
-
-def max_abs(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +105,12 @@ def test_jacobian_float32(fixture):
     gen, jac = fixture["gen"], fixture["jac"]
     got = w_jacobian(gen, jnp.asarray(jac["w"], jnp.float32))
     assert got.dtype == np.float32
-    # float32 forward-mode through ~10 layers: the official float32 Jacobian itself is 8.5e-7 (relative to
+    # float32 forward-mode through ~10 layers, up to leaky-ReLU/clamp kink flips (rank-1 each; tests/parity.py
+    # says why a plain entrywise bound is machine-dependent). The official float32 Jacobian is 8.5e-7 (relative to
     # max |J|) from the float64 one; ours measures ~1.1e-6 from the official float32 and ~7e-7 from float64.
-    # 1e-5 keeps ~10x headroom and is tighter than the project's 1e-4 bar.
-    assert rel(got, jac["jacobian_f32"], jac["jacobian"]) <= 1e-5
-    assert rel(got, jac["jacobian"], jac["jacobian"]) <= 1e-5
+    scale = np.abs(jac["jacobian"]).max()
+    assert kink_residual(got, jac["jacobian_f32"], scale) <= F32_JACOBIAN_TOL
+    assert kink_residual(got, jac["jacobian"], scale) <= F32_JACOBIAN_TOL
 
 
 def test_jacobian_wplus(fixture, x64):
@@ -142,13 +135,12 @@ def test_modulation_paths_agree(fixture):
     # Same mathematics, different float32 summation order: a few ulp of O(5) pixels.
     assert max_abs(*imgs) <= 1e-5
     # (test_jacobian_float64 checks both paths' float64 Jacobians against the official one to 1e-10.)
-    # The Jacobian point must be away from the leaky-ReLU kinks: at ws[1, 0], for example, one activation lies
-    # within float32 rounding of 0, and nudging w there by 1e-6 (relative, in float64) changes J by 1.7e-2 of
-    # max |J| at a handful of pixels, so two correct float32 paths may legitimately disagree there. The fixture
-    # point is smooth (the official float32 and float64 Jacobians agree to 8.5e-7).
+    # Two correct float32 paths may land on different sides of a leaky-ReLU kink (at ws[1, 0], for example, one
+    # activation lies within float32 rounding of 0, and nudging w there by 1e-6 changes J by 1.7e-2 of max |J| at
+    # a handful of pixels), so compare up to kink flips, as in test_jacobian_float32.
     w = jnp.asarray(fixture["jac"]["w"], jnp.float32)
     jacs = [w_jacobian(gen, w, m) for m in MODULATIONS]
-    assert rel(jacs[0], jacs[1], jacs[0]) <= 1e-5  # float32 Jacobians, as in test_jacobian_float32
+    assert kink_residual(jacs[0], jacs[1], np.abs(jacs[0]).max()) <= F32_JACOBIAN_TOL
 
 
 def test_latent_fn_uses_the_synthesis_pass(fixture):
