@@ -1,6 +1,6 @@
 r"""The first command after installing: ReSeFa on the shipped demo generator, measured against the baselines.
 
-  python -m experiments.demo [--workdir DIR] [--overwrite]
+  python -m experiments.demo [--workdir DIR] [--config.overwrite True] [--config experiments/configs/demo.py:tiny]
 
 Loads the 32x32 procedural-faces StyleGAN2 shipped in regfac_jax/data/demo_faces, finds directions for the eyes,
 mouth and hair with ReSeFa, LowRankGAN, the foreground Jacobian's eigenvectors, SeFa and GANSpace, measures how
@@ -17,13 +17,11 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(__file__), "configs", "demo.py"), "Demo settings.", lock_config=True)
 flags.DEFINE_string("workdir", "/tmp/regfac_demo", "Output directory (created).")
-flags.DEFINE_bool("overwrite", False, "Replace a different run already in --workdir.")
-flags.DEFINE_integer("num_discovery", 16, "Samples the directions are computed from.")
-flags.DEFINE_integer("num_eval", 32, "Held-out samples the directions are measured on.")
-flags.DEFINE_bool("robustness", True, "Also measure one-sample directions and wrong (larger/shifted) boxes.")
-flags.DEFINE_integer("seed", 0, "Seed of the sampled latents.")
 
 FLAGS = flags.FLAGS
 
@@ -32,9 +30,10 @@ def main(argv):
     del argv
     from regfac_jax import demo
 
-    config = demo.DemoConfig(num_discovery=FLAGS.num_discovery, num_eval=FLAGS.num_eval,
-                             robustness=FLAGS.robustness, seed=FLAGS.seed)
-    report = demo.run_demo(FLAGS.workdir, config, overwrite=FLAGS.overwrite)
+    settings = _CONFIG.value.to_dict()
+    overwrite = settings.pop("overwrite")
+    settings["regions"] = tuple(r.strip() for r in settings["regions"].split(",") if r.strip())
+    report = demo.run_demo(FLAGS.workdir, demo.DemoConfig(**settings), overwrite=overwrite)
     print(report["table"])
     print(f"wrote {FLAGS.workdir}/locality.json, report.json, edit grids and GIFs in {report['seconds']:.0f} s")
 

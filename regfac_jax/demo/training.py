@@ -14,7 +14,7 @@ fit the CPU budget; it shapes W's smoothness, not sample quality at this size):
   ``ema_rampup`` of training.
 
 State is one pytree (:class:`TrainState`) so a checkpoint is one ``flax.serialization`` blob. Everything here is
-pure and jit-able; ``experiments/train_demo.py`` only loops and writes files.
+pure and jit-able except :func:`train_and_export`, the resumable loop that ``experiments/train_demo.py`` calls.
 """
 from __future__ import annotations
 
@@ -199,3 +199,74 @@ def _apply_params(apply_fn, params, x):
 def ema_generator(state: TrainState, config: dict) -> stylegan2.StyleGAN2Generator:
     """The EMA generator (with the trained buffers) as a generator object."""
     return stylegan2.StyleGAN2Generator(config=config, params=state.ema_params, buffers=state.g_buffers)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The training run: resumable loop, checkpoints, export
+# ------------------------------------------------------------------------------------------------------------
+def _export_info(state: TrainState, cfg: TrainConfig, run, meta: dict) -> dict:
+    """The training record that ``config.json`` of an exported generator carries."""
+    steps = int(state.step)
+    return {"steps": steps, "images_seen": steps * run.batch, "batch": run.batch,
+            "train_minutes": round(meta["train_seconds"] / 60, 1), "seed": run.seed,
+            "train_config": dict(vars(cfg)),
+            "command": ("python -m experiments.train_demo --workdir /tmp/regfac_demo_train "
+                        f"--config.max_minutes 600 --config.steps {steps} --config.batch {run.batch} "
+                        f"--config.seed {run.seed} --config.export {run.export}"),
+            "note": "resumable: rerunning the command continues from the newest checkpoint in --workdir"}
+
+
+def train_and_export(run, workdir, progress: bool = True) -> dict:
+    """Trains the demo generator from the newest checkpoint in ``workdir``, then exports it if asked.
+
+    Args:
+      run: an ``experiments/configs/train_demo.py`` config (any object with its fields): ``steps``,
+        ``max_minutes``, ``batch``, ``seed``, ``ckpt_every``, ``tiny``, ``export`` and ``docs`` (None = skip).
+      workdir: checkpoints (``state.msgpack``, ``state.json``), written every ``ckpt_every`` steps and at exit.
+      progress: show a progress bar with the losses.
+
+    Returns:
+      ``{"step", "images_seen", "train_minutes", "last_metrics", "docs_report"}``.
+    """
+    import concurrent.futures
+    import time
+
+    from tqdm.auto import tqdm
+
+    from regfac_jax.demo import faces, runner
+
+    g_config = runner.demo_generator_config(tiny=run.tiny)
+    syn = g_config["synthesis_kwargs"]
+    cfg = TrainConfig(batch_size=run.batch, d_channel_base=syn["channel_base"], d_channel_max=syn["channel_max"])
+    state, meta = runner.restore_training(workdir, g_config, cfg, run.seed)
+    gen = ema_generator(state, g_config)
+    start = int(state.step)
+    stream = faces.batches(run.seed, run.batch, g_config["img_resolution"], start=start)
+    deadline, t0, seconds = time.time() + 60 * run.max_minutes, time.time(), meta.get("train_seconds", 0.0)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool, tqdm(total=run.steps, initial=start, unit="step",
+                                                                  desc="train demo GAN", disable=not progress) as bar:
+        pending = pool.submit(next, stream)  # the next batch is drawn while this step runs
+        for step in range(start, run.steps):
+            reals = jnp.asarray(pending.result())
+            pending = pool.submit(next, stream)
+            key = jax.random.fold_in(jax.random.key(run.seed), step)
+            state, metrics = train_step(state, reals, key, gen, cfg, step % cfg.r1_interval == 0)
+            bar.update(1)
+            if step % 25 == 0:
+                bar.set_postfix({k: f"{float(v):.3f}" for k, v in metrics.items()})
+            done = step + 1 == run.steps or time.time() > deadline
+            if (step + 1) % run.ckpt_every == 0 or done:
+                meta = {"train_seconds": seconds + time.time() - t0, "batch": run.batch, "seed": run.seed,
+                        "last_metrics": {k: float(v) for k, v in metrics.items()}}
+                runner.save_training(workdir, state, meta)
+            if done:
+                break
+    meta.setdefault("train_seconds", seconds)
+    report = {"step": int(state.step), "images_seen": int(state.step) * run.batch,
+              "train_minutes": meta["train_seconds"] / 60, "last_metrics": meta.get("last_metrics", {}),
+              "docs_report": None}
+    if run.export:
+        runner.export_generator(ema_generator(state, g_config), run.export, _export_info(state, cfg, run, meta))
+    if run.docs:
+        report["docs_report"] = runner.write_sample_docs(ema_generator(state, g_config), run.docs)
+    return report

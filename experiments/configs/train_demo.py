@@ -1,0 +1,25 @@
+"""Training the shipped demo generator: a small StyleGAN2 on procedural cartoon faces (32x32), on a CPU.
+
+  python -m experiments.train_demo --workdir /tmp/regfac_demo_train --config.max_minutes 45 \
+      --config.export regfac_jax/data/demo_faces --config.docs docs/demo
+
+The shipped ``regfac_jax/data/demo_faces`` came from two such sittings (45 and ~35 minutes on 2 CPU cores shared
+with other jobs; the second resumed; its config.json records the exact step count, images seen and minutes).
+``:tiny`` shrinks the model to 16x16 with tiny channels, a seconds-long smoke run.
+"""
+import ml_collections
+
+
+def get_config(arg: str = ""):
+    c = ml_collections.ConfigDict()
+    c.steps = 20000          # total iterations (one D and one G step each); training stops at this step
+    c.max_minutes = 45.0     # ... or after this much wall time in one invocation (a checkpoint is written)
+    c.batch = 16
+    c.seed = 0               # initialisation, noise and the data stream
+    c.ckpt_every = 250       # checkpoint interval in steps
+    c.tiny = arg == "tiny"
+    c.export = ml_collections.config_dict.placeholder(str)  # write the EMA generator here (npz, json, SHA256SUMS)
+    c.docs = ml_collections.config_dict.placeholder(str)    # write sample/real grids and the distribution check
+    if c.tiny:
+        c.steps, c.batch, c.ckpt_every = 4, 4, 2
+    return c
