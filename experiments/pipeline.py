@@ -27,7 +27,8 @@ d = latent width; arrays are ``.npy`` / ``.npz``, every file is written atomical
     directions/<region>_per_sample.npy    [N, k, d]: row j is sample j's directions
     eigenvalues/<region>_per_sample.npy   [N, k]
     directions/<region>_sample007.npy     [k, d]: sample 7's directions alone (what ``manipulate --directions``
-                                          reads; the paper's own file for it is image_07_region_<region>_name_*.npy)
+                                          reads); the paper's script writes the same rows, all d of them, to
+                                          image_07_region_<region>_name_<name>.npy
     eigenvalues/<region>_sample007.npy    [k]
 
   with ``official`` only
@@ -276,6 +277,7 @@ writer = _Out()
 
 
 def _find_directions(cfg, workdir: pathlib.Path, progress: bool) -> dict:
+    solver_settings(cfg)  # bad solver settings fail before any Jacobian is computed
     gen = prepare_model(cfg)
     layers = parse_layers(cfg.layers, gen.num_ws) if gen.kind != "biggan" else None
     lat = sample_latents(gen, cfg)
@@ -383,6 +385,9 @@ def solver_settings(cfg) -> tuple[str, dict]:
         raise ValueError("--config.official_full_rank True selects the paper's --full_rank variant of the official "
                          "pipeline; set --config.official True as well (or use --config.solver.method).")
     method = ("official_full_rank" if full_rank else "official") if cfg.official else cfg.solver.method
+    if method == "official" and tau is not None:
+        raise ValueError("The paper's default run has no ridge, so --config.solver.tau has no effect on it; unset it "
+                         "(-1), or add --config.official_full_rank True for the paper's --full_rank --tao.")
     if method == "whiten":
         return method, {"regularization": cfg.solver.regularization, "tau": tau}
     return method, ({"tau": tau} if tau is not None else {})

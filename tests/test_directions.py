@@ -182,7 +182,8 @@ def _paper_reference(jac, rows, cols, full_rank: bool, tau: float = 1e-3):
     B = (jb.T @ jb) * np.float32(1 / len(jb))
     if full_rank:
         B = B.astype(np.float64) + tau * float(np.trace(B)) * np.eye(d)
-    w, V = scipy.linalg.eig(scipy.linalg.solve(B, A))  # float32 LAPACK for the default run
+    w, V = scipy.linalg.eig(scipy.linalg.solve(B, A))
+    assert w.dtype == (np.complex128 if full_rank else np.complex64)  # float32 LAPACK for the default run
     order = np.argsort(-w.real, kind="stable")
     return w.real[order], V.real[:, order].T
 
@@ -245,6 +246,9 @@ def test_launcher_solver_settings():
     assert pipeline.solver_settings(cfg) == ("official_full_rank", {"tau": 1e-2})
     cfg.official = False
     with pytest.raises(ValueError, match="official True"):
+        pipeline.solver_settings(cfg)
+    cfg.official, cfg.official_full_rank = True, False
+    with pytest.raises(ValueError, match="no ridge"):
         pipeline.solver_settings(cfg)
 
 
