@@ -110,8 +110,10 @@ def test_every_figure_config_runs_tiny(name, fixtures_dir, monkeypatch, tmp_path
     cfg.num_samples = 1
     res = pipeline.find_directions(cfg, tmp_path / "run", progress=False)
     d = next(iter(res.values()))["directions"]
+    per_sample = d.ndim == 3  # [N, k, d]: per-sample configs write <region>_sample000.npy, no <region>.npy
+    d = d[0] if per_sample else d
     assert d.shape[0] == cfg.solver.k and np.all(np.isfinite(d))
-    first = next(iter(res))
+    first = next(iter(res)) + ("_sample000" if per_sample else "")
     out = pipeline.manipulate(cfg, tmp_path / "run" / "directions" / f"{first}.npy", tmp_path / "edit",
                               progress=False)
     assert out and all(p.exists() for p in out)
