@@ -248,7 +248,8 @@ def find_directions(cfg, workdir, progress: bool = True) -> dict:
     """Runs a whole direction search into ``workdir`` (see the module docstring); resumes if interrupted.
 
     Returns:
-      ``{region: {'eigenvalues': [k], 'directions': [k, d]}}``.
+      ``{region: {'eigenvalues': [k], 'directions': [k, d]}}``, or ``[N, k]`` and ``[N, k, d]`` per sample in
+      per-sample mode (``aggregation='per_sample'`` or ``official``).
     """
     if not _is_writer():  # multi-host: process 0 alone touches the work directory
         return _find_directions(cfg, pathlib.Path(workdir), progress)
