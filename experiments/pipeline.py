@@ -2,19 +2,41 @@
 resume, solve for directions, and render edits. Launchers (``find_directions.py``, ``manipulate.py``) only parse
 flags and call :func:`find_directions` / :func:`manipulate`.
 
-Work directory layout written by :func:`find_directions`::
+Work directory layout written by :func:`find_directions` (R regions, N samples, k = ``solver.k`` directions,
+d = latent width; arrays are ``.npy`` / ``.npz``, every file is written atomically)::
 
     run.json                  the experiment's settings and fingerprint (a different experiment is refused)
     log.txt                   progress log
-    latents.npz               the sampled latents (z, ws or class vectors) and their seed
-    samples/grams_00007.npz   per-sample foreground/background Grams (resume unit: finished samples are skipped)
-    grams.npz                 A, B [R, d, d] (mean over samples), region names
-    masks/<region>.png        each region's mask
-    directions/<region>.npy   [k, d] unit rows, eigenvalues descending (the paper's layout)
+    latents.npz               the sampled latents (z and ws, or BigGAN's z and class_vector) and their seed
+    samples/grams_00007.npz   one sample's Grams A, B [R, d, d] (single-device loop; resume unit: finished samples
+                              are read back, not recomputed)
+    grams_ckpt/               orbax checkpoints of the partial sums (sharded path, several devices or hosts)
+    grams.npz                 A, B: [R, d, d] (mean over samples) or [N, R, d, d] (per-sample mode); region names
+    masks/<region>.png        each region's mask (255 = foreground), at the Jacobian's resolution
+    spectrum.png              eigenvalue spectra of every region (per-sample mode: mean over samples)
+    directions_orbax/         {region: {eigenvalues, directions}} as an orbax checkpoint, same shapes as below
+
+  mean mode (``aggregation='mean'``): one solve per region on the sample-mean Grams
+
+    directions/<region>.npy   [k, d] directions as rows, eigenvalues descending (the paper's layout)
     eigenvalues/<region>.npy  [k]
-    directions_orbax/         the same directions and eigenvalues as an orbax checkpoint
-    spectrum.png              eigenvalue spectra of every region
-    official_comparison.json  (with --official) cosine between the paper's solver and ours, per region and sample
+
+  per-sample mode (``aggregation='per_sample'``, and always with ``official``): one solve per region and sample,
+  as the paper's script; there is deliberately no ``directions/<region>.npy``
+
+    directions/<region>_per_sample.npy    [N, k, d]: row j is sample j's directions
+    eigenvalues/<region>_per_sample.npy   [N, k]
+    directions/<region>_sample007.npy     [k, d]: sample 7's directions alone (what ``manipulate --directions``
+                                          reads); the paper's script writes the same rows, all d of them, to
+                                          image_07_region_<region>_name_<name>.npy
+    eigenvalues/<region>_sample007.npy    [k]
+
+  with ``official`` only
+
+    official_comparison.json  the official method used, our solver's settings for the same problem, and per region
+                              the |cos| between the two top directions of every sample
+
+Directions of the official methods keep LAPACK's signs; ours have their largest-magnitude entry positive.
 """
 from __future__ import annotations
 
@@ -226,7 +248,8 @@ def find_directions(cfg, workdir, progress: bool = True) -> dict:
     """Runs a whole direction search into ``workdir`` (see the module docstring); resumes if interrupted.
 
     Returns:
-      ``{region: {'eigenvalues': [k], 'directions': [k, d]}}``.
+      ``{region: {'eigenvalues': [k], 'directions': [k, d]}}``, or ``[N, k]`` and ``[N, k, d]`` per sample in
+      per-sample mode (``aggregation='per_sample'`` or ``official``).
     """
     if not _is_writer():  # multi-host: process 0 alone touches the work directory
         return _find_directions(cfg, pathlib.Path(workdir), progress)
@@ -255,6 +278,7 @@ writer = _Out()
 
 
 def _find_directions(cfg, workdir: pathlib.Path, progress: bool) -> dict:
+    solver_settings(cfg)  # bad solver settings fail before any Jacobian is computed
     gen = prepare_model(cfg)
     layers = parse_layers(cfg.layers, gen.num_ws) if gen.kind != "biggan" else None
     lat = sample_latents(gen, cfg)
@@ -274,10 +298,20 @@ def _find_directions(cfg, workdir: pathlib.Path, progress: bool) -> dict:
     writer.save_npz(workdir / "grams.npz", A=A, B=B, regions=np.array(names))
     results = _solve(cfg, A, B, names, workdir)
     if _is_writer():
-        _plot_spectrum(workdir / "spectrum.png", {k: v["eigenvalues"] for k, v in results.items()})
+        _plot_spectrum(workdir / "spectrum.png", _spectra(results))
         _save_orbax(workdir / "directions_orbax", results)
     log.info("wrote %s", workdir)
     return results
+
+
+def _spectra(results: dict) -> dict:
+    """Eigenvalue spectra to plot: per-sample results are shown as their mean over samples, and labelled so."""
+    out = {}
+    for name, res in results.items():
+        ev = np.asarray(res["eigenvalues"])
+        label = name if ev.ndim == 1 else f"{name} (mean of {ev.shape[0]} samples)"
+        out[label] = ev.reshape(-1, ev.shape[-1]).mean(0)
+    return out
 
 
 def _use_sharded(cfg) -> bool:
@@ -339,33 +373,74 @@ def _accumulate_loop(gen, cfg, lat, layers, stack, preprocess, workdir, progress
     return per_a.mean(0), per_b.mean(0)
 
 
-def _solve(cfg, A, B, names, workdir) -> dict:
-    k = int(cfg.solver.k) if cfg.solver.k else None
+def solver_settings(cfg) -> tuple[str, dict]:
+    """``(method, keyword arguments)`` for :func:`regfac_jax.directions.generalized_eigh` from the config.
+
+    ``--config.official True`` is the paper script's default run ('official': no regularisation, float32);
+    adding ``--config.official_full_rank True`` its ``--full_rank`` run (B + tau * trace(B) * I, tau from
+    ``solver.tau``, default the paper's 1e-3). Otherwise ``solver.method`` with ``solver.regularization`` / ``tau``.
+    """
     tau = None if cfg.solver.tau in (None, -1, -1.0) else float(cfg.solver.tau)
+    full_rank = bool(cfg.get("official_full_rank", False))
+    if full_rank and not cfg.official:
+        raise ValueError("--config.official_full_rank True selects the paper's --full_rank variant of the official "
+                         "pipeline; set --config.official True as well (or use --config.solver.method).")
+    method = ("official_full_rank" if full_rank else "official") if cfg.official else cfg.solver.method
+    if method == "official" and tau is not None:
+        raise ValueError("The paper's default run has no ridge, so --config.solver.tau has no effect on it; unset it "
+                         "(-1), or add --config.official_full_rank True for the paper's --full_rank --tao.")
+    if method == "whiten":
+        return method, {"regularization": cfg.solver.regularization, "tau": tau}
+    return method, ({"tau": tau} if tau is not None else {})
+
+
+def _ours_on_the_same_problem(method: str, kwargs: dict) -> dict:
+    """Our solver's settings for the problem an official method solves: no ridge, or the paper's ridge."""
+    if method == "official":
+        return {"regularization": "none"}
+    return {"regularization": "paper", "tau": kwargs.get("tau")}
+
+
+def _top_cosines(dv: np.ndarray, dv_ours: np.ndarray) -> list[float]:
+    """|cos| between the top directions of two solves, one value per sample (``[N, k, d]`` or ``[k, d]``)."""
+    d = dv.shape[-1]
+    a, b = (np.asarray(x[..., 0, :], np.float64).reshape(-1, d) for x in (dv, dv_ours))
+    cos = np.abs(np.sum(a * b, -1)) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return [float(c) for c in cos]
+
+
+def _write_region(workdir: pathlib.Path, name: str, ev: np.ndarray, dv: np.ndarray) -> None:
+    """One region's directions; per-sample results (``ev [N, k]``, ``dv [N, k, d]``) get names that say so."""
+    if dv.ndim == 2:
+        writer.save_npy(workdir / "directions" / f"{name}.npy", dv)
+        writer.save_npy(workdir / "eigenvalues" / f"{name}.npy", ev)
+        return
+    writer.save_npy(workdir / "directions" / f"{name}_per_sample.npy", dv)
+    writer.save_npy(workdir / "eigenvalues" / f"{name}_per_sample.npy", ev)
+    for j in range(dv.shape[0]):
+        writer.save_npy(workdir / "directions" / f"{name}_sample{j:03d}.npy", dv[j])
+        writer.save_npy(workdir / "eigenvalues" / f"{name}_sample{j:03d}.npy", ev[j])
+
+
+def _solve(cfg, A, B, names, workdir) -> dict:
+    """Directions of every region (per sample when the Grams are ``[N, R, d, d]``), written as documented above."""
+    k = int(cfg.solver.k) if cfg.solver.k else None
+    method, kwargs = solver_settings(cfg)
     per_sample = A.ndim == 4
     results, comparison = {}, {}
     for r, name in enumerate(names):
         a, b = (A[:, r], B[:, r]) if per_sample else (A[r], B[r])
-        method = "official" if cfg.official else cfg.solver.method
-        reg = "paper" if cfg.official else cfg.solver.regularization
-        ev, dv = dirs_lib.generalized_eigh(a, b, k=k, regularization=reg, tau=tau, method=method)
-        ev, dv = np.asarray(ev), np.asarray(dv)
-        if cfg.official:  # also ours on the same Grams, to report agreement
-            ev_w, dv_w = dirs_lib.generalized_eigh(a, b, k=k, regularization=reg, tau=tau)
-            comparison[name] = [float(abs(np.dot(dv[j, 0], np.asarray(dv_w)[j, 0]))) for j in range(dv.shape[0])]
-        if per_sample:
-            for j in range(dv.shape[0]):
-                writer.save_npy(workdir / "directions" / f"{name}_sample{j:03d}.npy", dv[j])
-                writer.save_npy(workdir / "eigenvalues" / f"{name}_sample{j:03d}.npy", ev[j])
-            results[name] = {"eigenvalues": ev[0], "directions": dv[0]}
-        else:
-            results[name] = {"eigenvalues": ev, "directions": dv}
-        writer.save_npy(workdir / "directions" / f"{name}.npy", results[name]["directions"])
-        writer.save_npy(workdir / "eigenvalues" / f"{name}.npy", results[name]["eigenvalues"])
+        ev, dv = (np.asarray(x) for x in dirs_lib.generalized_eigh(a, b, k=k, method=method, **kwargs))
+        if method != "whiten":  # also ours on the same Grams and the same problem, to report agreement
+            _, dv_w = dirs_lib.generalized_eigh(a, b, k=k, **_ours_on_the_same_problem(method, kwargs))
+            comparison[name] = _top_cosines(dv, np.asarray(dv_w))
+        results[name] = {"eigenvalues": ev, "directions": dv}
+        _write_region(workdir, name, ev, dv)
     if comparison:
         writer.write_json(workdir / "official_comparison.json",
-                            {"cosine_top_direction_official_vs_ours": comparison})
-        log.info("official vs ours, |cos| of the top direction per sample: %s", comparison)
+                          {"method": method, "ours": _ours_on_the_same_problem(method, kwargs),
+                           "cosine_top_direction_official_vs_ours": comparison})
+        log.info("%s vs ours, |cos| of the top direction per sample: %s", method, comparison)
     return results
 
 

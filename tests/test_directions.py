@@ -111,13 +111,50 @@ def test_jit_equals_eager_and_vmap_equals_loop():
         np.testing.assert_allclose(batched[1][i], v, atol=1e-5)
 
 
-def test_official_method_finds_the_same_top_direction(x64):
-    A, B = _spd_pair(6)
-    ev_o, d_o = directions.generalized_eigh(A, B, method="official", regularization="paper")
-    ev_w, d_w = directions.generalized_eigh(A, B, regularization="paper")
-    np.testing.assert_allclose(ev_o, ev_w, rtol=1e-8)
-    # Directions are defined up to sign; the official ones are unit rows like ours.
-    assert abs(float(np.dot(d_o[0], d_w[0]))) > 1 - 1e-10
+def test_official_methods_solve_the_same_problems_as_ours(x64):
+    A, B = (m.astype(np.float32).astype(np.float64) for m in _spd_pair(6))  # the official methods take float32
+    ev_f, d_f = directions.generalized_eigh(A, B, method="official_full_rank")
+    ev_p, d_p = directions.generalized_eigh(A, B, regularization="paper")
+    assert ev_f.dtype == np.float64  # the paper's float64 identity makes the regularised solve float64
+    # Same float64 problem up to the ridge's trace, taken in float32 as the paper does (relative 6e-8): 1e-6.
+    np.testing.assert_allclose(ev_f, ev_p, rtol=1e-6)
+    assert abs(float(np.dot(d_f[0], d_p[0]))) > 1 - 1e-10
+    ev_o, d_o = directions.generalized_eigh(A, B, method="official")
+    ev_n, d_n = directions.generalized_eigh(A, B, regularization="none")
+    assert ev_o.dtype == np.float32  # the paper's default run never leaves float32
+    # float32 inv + eig on a problem with cond(B) ~ 10: a few hundred eps relative.
+    np.testing.assert_allclose(ev_o, ev_n, rtol=1e-4)
+    assert abs(float(np.dot(d_o[0], d_n[0]))) > 1 - 1e-5
+    # The two official runs differ by the ridge: 1e-3 * trace(B) * I moves every eigenvalue by percents here.
+    assert np.max(np.abs(ev_f / ev_o - 1)) > 1e-2
+
+
+def test_official_options_are_the_papers_only():
+    A, B = _spd_pair(7, dtype=np.float32)
+    for bad in ("auto", "paper", 0.1):
+        with pytest.raises(ValueError, match="never regularises"):
+            directions.generalized_eigh(A, B, method="official", regularization=bad)
+    with pytest.raises(ValueError, match="official_full_rank"):
+        directions.generalized_eigh(A, B, method="official", tau=1e-3)
+    with pytest.raises(ValueError, match="adds tau"):
+        directions.generalized_eigh(A, B, method="official_full_rank", regularization="auto")
+    with pytest.raises(ValueError, match="b_orthonormal"):
+        directions.generalized_eigh(A, B, method="official", b_orthonormal=True)
+    with pytest.raises(ValueError, match="method must be"):
+        directions.generalized_eigh(A, B, method="eig")
+    # tau is the paper's --tao: a larger ridge pulls the problem towards eig(A), so the eigenvalues drop.
+    ev3 = directions.generalized_eigh(A, B, method="official_full_rank")[0]
+    ev2 = directions.generalized_eigh(A, B, method="official_full_rank", tau=1e-2)[0]
+    assert np.all(ev2 < ev3)
+
+
+def test_official_default_fails_where_the_paper_fails():
+    A, _ = _spd_pair(8, dtype=np.float32)
+    B = np.zeros_like(A)  # no background change at all: the paper's inv(B) raises
+    with pytest.raises(np.linalg.LinAlgError, match="official_full_rank"):
+        directions.generalized_eigh(A, B, method="official")
+    ev, dv = directions.generalized_eigh(A, B + np.eye(12, dtype=np.float32), method="official_full_rank")
+    assert np.all(np.isfinite(ev)) and np.all(np.isfinite(dv))
 
 
 def test_bad_input():
@@ -127,3 +164,115 @@ def test_bad_input():
         directions.generalized_eigh(np.eye(3), np.full((3, 3), np.nan))
     with pytest.raises(ValueError, match="regularization"):
         directions.generalized_eigh(np.eye(3), np.eye(3), regularization="bogus")
+
+
+# ---- the paper script's two runs, on the official float32 Jacobian of the StyleGAN2 fixture -------------------
+# compute_direction.py (genforce/resefa), as documented in regfac_jax/directions.py, written here independently of
+# it: scipy's linear solve instead of numpy's inv, scipy's eig. Boxes on the 256 grid and at the fixture's 32 px.
+PAPER_BOXES = {(120, 128, 32, 128): (slice(13, 17), slice(8, 24)), (184, 128, 32, 64): (slice(21, 25), slice(12, 20))}
+
+
+def _paper_reference(jac, rows, cols, full_rank: bool, tau: float = 1e-3):
+    """jac ``[C, H, W, d]`` float32 -> (real eigenvalues [d] descending, directions [d, d] as rows)."""
+    d = jac.shape[-1]
+    fg = np.zeros(jac.shape[1:3], bool)
+    fg[rows, cols] = True
+    jf, jb = jac[:, fg].reshape(-1, d), jac[:, ~fg].reshape(-1, d)
+    A = (jf.T @ jf) * np.float32(1 / len(jf))  # float32 Grams normalised by their row counts
+    B = (jb.T @ jb) * np.float32(1 / len(jb))
+    if full_rank:
+        B = B.astype(np.float64) + tau * float(np.trace(B)) * np.eye(d)
+    w, V = scipy.linalg.eig(scipy.linalg.solve(B, A))
+    assert w.dtype == (np.complex128 if full_rank else np.complex64)  # float32 LAPACK for the default run
+    order = np.argsort(-w.real, kind="stable")
+    return w.real[order], V.real[:, order].T
+
+
+def _abs_cos(a, b):
+    return np.abs(np.sum(a * b, -1)) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+@pytest.fixture(scope="module")
+def fixture_grams(fixtures_dir):
+    """Our Grams of the fixture (our float32 Jacobian) and the official float32 Jacobian, at sample 0's w."""
+    import json
+
+    import converters
+    from regfac_jax import jacobian, regions
+    folder = fixtures_dir / "stylegan2"
+    with np.load(folder / "params.npz") as data:
+        state = {k: data[k] for k in data.files}
+    config = json.loads((folder / "config.json").read_text())["init_kwargs"]
+    gen = converters.convert_state_dict("stylegan2", state, config)
+    w = np.load(fixtures_dir / "stylegan2" / "io.npz")["ws"][0, 0]
+    masks = np.stack([regions.box_mask(box, 32) for box in PAPER_BOXES])
+    for mask, (rows, cols) in zip(masks, PAPER_BOXES.values()):
+        want = np.zeros((32, 32), np.float32)
+        want[rows, cols] = 1
+        np.testing.assert_array_equal(mask, want)  # our box convention is the paper's
+    A, B = jacobian.region_grams(gen.latent_fn("w", noise_mode="const"), w, masks, tangent_chunk=32)
+    official = np.load(fixtures_dir / "stylegan2" / "jacobian.npz")["jacobian_f32"]
+    return np.asarray(A), np.asarray(B), official
+
+
+@pytest.mark.parametrize("method", ["official", "official_full_rank"])
+def test_official_methods_reproduce_the_paper_runs(fixture_grams, method):
+    A, B, official = fixture_grams
+    for r, (rows, cols) in enumerate(PAPER_BOXES.values()):
+        ev, dv = directions.generalized_eigh(A[r], B[r], method=method, k=5)
+        ref_ev, ref_dv = _paper_reference(official, rows, cols, full_rank=method == "official_full_rank")
+        other_ev, other_dv = _paper_reference(official, rows, cols, full_rank=method == "official")
+        # The issue's bar: top-5 |cos| >= 0.999 against the matching run (measured: 1 - 1e-7; our Jacobian is ~1e-6
+        # relative from the official float32 one and cond(B) ~ 57, so float32 solves agree to ~1e-5 anywhere).
+        assert _abs_cos(dv, ref_dv[:5]).min() >= 0.999
+        # Eigenvalues to 1e-3 relative: ~100x the measured 1e-5; the other run differs by 7-11 %.
+        np.testing.assert_allclose(ev, ref_ev[:5], rtol=1e-3)
+        # And the test can fail: the other run's ridge moves the directions below the bar (measured 0.92-0.998).
+        assert _abs_cos(dv, other_dv[:5]).min() < 0.999
+        assert np.max(np.abs(ev / other_ev[:5] - 1)) > 0.05
+
+
+# ---- the launcher's official switches and its per-sample layout ----------------------------------------------
+def test_launcher_solver_settings():
+    from experiments import pipeline
+    from experiments.configs import base
+    cfg = base.base_config()
+    assert pipeline.solver_settings(cfg) == ("whiten", {"regularization": "auto", "tau": None})
+    cfg.official = True  # the paper script's default run: no ridge, whatever solver.regularization says
+    assert pipeline.solver_settings(cfg) == ("official", {})
+    cfg.official_full_rank = True
+    assert pipeline.solver_settings(cfg) == ("official_full_rank", {})
+    cfg.solver.tau = 1e-2  # the paper's --tao
+    assert pipeline.solver_settings(cfg) == ("official_full_rank", {"tau": 1e-2})
+    cfg.official = False
+    with pytest.raises(ValueError, match="official True"):
+        pipeline.solver_settings(cfg)
+    cfg.official, cfg.official_full_rank = True, False
+    with pytest.raises(ValueError, match="no ridge"):
+        pipeline.solver_settings(cfg)
+
+
+def test_official_launcher_writes_an_unambiguous_per_sample_layout(fixtures_dir, tmp_path, monkeypatch):
+    from experiments import pipeline
+    from experiments.configs import ffhq_stylegan2
+    monkeypatch.setenv(pipeline.FIXTURES_ENV, str(fixtures_dir))
+    cfg = ffhq_stylegan2.get_config("tiny")  # 2 samples, regions eyes and mouth, k = 5
+    cfg.official, cfg.regions, cfg.jacobian.tangent_chunk = True, "eyes", 32
+    res = pipeline.find_directions(cfg, tmp_path, progress=False)
+    out = tmp_path / "directions"
+    assert not (out / "eyes.npy").exists() and not (tmp_path / "eigenvalues" / "eyes.npy").exists()
+    stacked = np.load(out / "eyes_per_sample.npy")
+    assert stacked.shape == (2, 5, 32) and np.load(tmp_path / "eigenvalues" / "eyes_per_sample.npy").shape == (2, 5)
+    grams = np.load(tmp_path / "grams.npz")
+    for j in range(2):
+        np.testing.assert_array_equal(np.load(out / f"eyes_sample{j:03d}.npy"), stacked[j])
+        # Each sample's file is the paper's default solve of that sample's own Grams, not sample 0's.
+        want = directions.generalized_eigh(grams["A"][j, 0], grams["B"][j, 0], method="official", k=5)[1]
+        np.testing.assert_array_equal(stacked[j], want)
+    assert _abs_cos(stacked[0], stacked[1]).min() < 0.999  # two samples really give two different answers
+    np.testing.assert_array_equal(res["eyes"]["directions"], stacked)
+    import json
+    report = json.loads((tmp_path / "official_comparison.json").read_text())
+    assert report["method"] == "official" and report["ours"] == {"regularization": "none"}
+    # Ours on the same unregularised problem (cond(B) ~ 60): the top directions agree to float32 round-off.
+    assert min(report["cosine_top_direction_official_vs_ours"]["eyes"]) > 1 - 1e-4

@@ -11,10 +11,13 @@ Fields (all overridable on the command line, e.g. ``--config.num_samples 16``):
 * ``aggregation``: 'mean' (Grams averaged over samples) or 'per_sample' (one solve per sample, as the paper).
 * ``scale_out``: 'auto' (sharded over all devices and hosts when there is more than one, else a plain loop),
   'loop' or 'sharded'; ``save_interval_secs``: checkpoint interval of the sharded path.
-* ``official``: the paper code's pipeline (resize to 256 + channel sum, per-sample eig(inv(B) A) with tau=1e-3),
-  plus ours on the same Grams for comparison.
+* ``official``: the paper script's default run (Jacobians of images resized to 256 + channel sum, per-sample
+  ``eig(inv(B) . A)`` in float32, **no** regularisation), plus ours on the same Grams and problem for comparison.
+* ``official_full_rank``: with ``official``, the script's ``--full_rank`` run instead: ``B + tau * trace(B) * I``
+  (tau = ``solver.tau``, default the paper's ``--tao`` 1e-3), solved in float64 as the script does.
 * ``jacobian``: tangent_chunk, preprocess ('none' | 'official'), strategy, memory_budget_gib.
-* ``solver``: k, regularization ('auto' | 'paper' | 'none'), tau (-1 = default), method ('whiten' | 'official').
+* ``solver``: k, regularization ('auto' | 'paper' | 'none'; 'whiten' only), tau (-1 = default), method ('whiten' |
+  'official' | 'official_full_rank'; see ``regfac_jax.directions.generalized_eigh``).
 * ``manipulate``: indices, layers (paper: '4-7'), step_start/step_stop/num_steps (paper: -10, 10, 7),
   truncation_psi / truncation_cutoff (paper: 0.7 on the first 8 layers), num_samples, seed.
 """
@@ -42,6 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.scale_out = "auto"
     c.save_interval_secs = 300.0
     c.official = False
+    c.official_full_rank = False
     c.overwrite = False
     c.jacobian = ml_collections.ConfigDict(dict(tangent_chunk=64, preprocess="none", strategy="auto",
                                                 memory_budget_gib=2.0))

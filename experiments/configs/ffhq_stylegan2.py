@@ -6,7 +6,8 @@ stylegan2-ada-pytorch's ``ffhq.pkl``; the paper's Hammer file ``stylegan2-ffhq-c
   python -m experiments.find_directions --config experiments/configs/ffhq_stylegan2.py \
       --config.model /path/stylegan2-ffhq-1024x1024.pkl --workdir runs/ffhq
   python -m experiments.manipulate --config experiments/configs/ffhq_stylegan2.py \
-      --config.model /path/stylegan2-ffhq-1024x1024.pkl --directions runs/ffhq/directions/eyes.npy --workdir runs/ffhq_edit
+      --config.model /path/stylegan2-ffhq-1024x1024.pkl --workdir runs/ffhq_edit \
+      --directions runs/ffhq/directions/eyes_sample000.npy
 
 Paper setting: Jacobian w.r.t. w broadcast to all 18 layers, per-sample directions, edits on layers 4-7
 (8-11 for eyebrows), steps -10..10 in 7, truncation 0.7 on the first 8 layers.
