@@ -16,7 +16,9 @@ import os
 # spinning (measured: 0.24 s instead of 2 ms per 64 x 64 SVD). It must be set before numpy is imported.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from experiments import cli  # noqa: E402
 
 flags.DEFINE_string("workdir", "/tmp/regfac_demo", "Output directory (created).")
 flags.DEFINE_bool("overwrite", False, "Replace a different run already in --workdir.")
@@ -40,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -31,7 +31,7 @@ import numpy as np
 
 from regfac_jax import directions as dirs_lib
 from regfac_jax import edit as edit_lib
-from regfac_jax import io_utils, jacobian, regions
+from regfac_jax import errors, io_utils, jacobian, logs, regions
 
 log = logging.getLogger("regfac_jax")
 
@@ -96,7 +96,7 @@ def prepare_model(cfg):
     if gen.kind == "stylegan3" and (tuple(cfg.translate) != (0.0, 0.0) or cfg.rotate != 0.0):
         gen = gen.with_transform(make_transform(tuple(cfg.translate), cfg.rotate))
     elif gen.kind != "stylegan3" and (tuple(cfg.translate) != (0.0, 0.0) or cfg.rotate != 0.0):
-        raise ValueError(f"translate/rotate apply to StyleGAN3 only; this model is {gen.kind}.")
+        raise errors.ConfigError(f"translate/rotate apply to StyleGAN3 only; this model is {gen.kind}.")
     return gen
 
 
@@ -121,7 +121,7 @@ def parse_layers(spec, num_ws: int) -> tuple[int, ...] | None:
         layers = tuple(int(i) for i in spec)
     bad = [i for i in layers if not 0 <= i < num_ws]
     if bad:
-        raise ValueError(f"Layers {bad} are beyond this model's layers 0..{num_ws - 1} (num_ws={num_ws}).")
+        raise errors.ConfigError(f"Layers {bad} are beyond this model's layers 0..{num_ws - 1} (num_ws={num_ws}).")
     return layers
 
 
@@ -136,10 +136,7 @@ def sample_latents(gen, cfg) -> dict:
         cv = biggan.class_vector([labels[i % len(labels)] for i in range(n)], gen.num_classes)
         return {"z": np.asarray(z, np.float32), "class_vector": np.asarray(cv, np.float32)}
     if cfg.latents_file:
-        z = np.load(cfg.latents_file, allow_pickle=False).astype(np.float32)
-        if z.ndim != 2 or z.shape[1] != gen.z_dim:
-            raise ValueError(f"{cfg.latents_file}: latents of shape {z.shape} do not fit z_dim={gen.z_dim}.")
-        z = z[:n]
+        z = edit_lib.load_latents(cfg.latents_file, gen.z_dim)[:n]
     else:
         z = np.random.RandomState(int(cfg.seed)).randn(n, gen.z_dim).astype(np.float32)
     c = None
@@ -165,7 +162,7 @@ def sample_function(gen, cfg, lat: dict, i: int, layers) -> tuple[Callable, jax.
         return fn, jnp.asarray(ws[0])
     if cfg.space == "wplus":
         return gen.latent_fn("wplus", noise_mode=cfg.noise_mode), jnp.asarray(ws.reshape(-1))
-    raise ValueError(f"Latent space {cfg.space!r} is not available for {gen.kind}; use 'w' or 'wplus'.")
+    raise errors.ConfigError(f"Latent space {cfg.space!r} is not available for {gen.kind}; use 'w' or 'wplus'.")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -190,17 +187,11 @@ def parse_regions(spec: str, dataset: str, resolution: int) -> dict[str, np.ndar
             out[pathlib.Path(path).stem] = regions.mask_from_file(path, resolution)
         elif part.startswith("seg:"):
             _, path, labels = part.split(":")
-            lm = np.load(path) if path.endswith(".npy") else _read_label_png(path)
+            lm = regions.load_label_map(path)
             out[f"seg{k}"] = regions.mask_from_labels(lm, [int(v) for v in labels.split("+")], resolution)
         else:
             out[part] = regions.preset_mask(dataset, part, resolution)
     return out
-
-
-def _read_label_png(path):
-    from PIL import Image
-    with Image.open(path) as img:
-        return np.asarray(img)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -214,14 +205,6 @@ def describe(cfg) -> dict:
     return json.loads(json.dumps(d, default=str))
 
 
-def _setup_logging(workdir: pathlib.Path):
-    handler = logging.FileHandler(workdir / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    return handler
-
-
 def find_directions(cfg, workdir, progress: bool = True) -> dict:
     """Runs a whole direction search into ``workdir`` (see the module docstring); resumes if interrupted.
 
@@ -231,12 +214,8 @@ def find_directions(cfg, workdir, progress: bool = True) -> dict:
     if not _is_writer():  # multi-host: process 0 alone touches the work directory
         return _find_directions(cfg, pathlib.Path(workdir), progress)
     workdir = io_utils.claim_workdir(workdir, describe(cfg), overwrite=bool(cfg.overwrite))
-    handler = _setup_logging(workdir)
-    try:
+    with logs.log_to_file(workdir / "log.txt"):  # every record, orbax's included; the console stays quiet
         return _find_directions(cfg, workdir, progress)
-    finally:
-        log.removeHandler(handler)
-        handler.close()
 
 
 def _is_writer() -> bool:
@@ -284,7 +263,7 @@ def _use_sharded(cfg) -> bool:
     if cfg.scale_out == "auto":
         return jax.device_count() > 1 or jax.process_count() > 1
     if cfg.scale_out not in ("loop", "sharded"):
-        raise ValueError(f"scale_out must be 'auto', 'loop' or 'sharded'; got {cfg.scale_out!r}.")
+        raise errors.ConfigError(f"scale_out must be 'auto', 'loop' or 'sharded'; got {cfg.scale_out!r}.")
     return cfg.scale_out == "sharded"
 
 
@@ -311,6 +290,9 @@ def _accumulate_loop(gen, cfg, lat, layers, stack, preprocess, workdir, progress
     n = int(cfg.num_samples)
     samples_dir = workdir / "samples"
     samples_dir.mkdir(exist_ok=True)
+    done = sum((samples_dir / f"grams_{i:05d}.npz").exists() for i in range(n))
+    if done:
+        logs.report_resume(done, n)
     iterator = range(n)
     if progress:
         from tqdm.auto import tqdm
@@ -410,6 +392,16 @@ def _plot_spectrum(path: pathlib.Path, spectra: dict, size=(480, 320)) -> None:
     io_utils.write_bytes(path, buf.getvalue())
 
 
+def summarize_directions(results: dict, workdir) -> str:
+    """The console summary of :func:`find_directions`: regions, how many directions, the top eigenvalues."""
+    lines = [f"directions in {workdir}/directions/ (spectra: spectrum.png, full log: log.txt):"]
+    for name, res in results.items():
+        ev = np.asarray(res["eigenvalues"]).reshape(-1)
+        top = ", ".join(f"{v:.4g}" for v in ev[:3])
+        lines.append(f"  {name}: {np.asarray(res['directions']).shape[-2]} directions, top eigenvalues {top}")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # manipulate
 # ----------------------------------------------------------------------------------------------------------
@@ -419,19 +411,27 @@ def manipulate(cfg, directions_path, workdir, progress: bool = True) -> list[pat
     m = cfg.manipulate
     workdir = io_utils.claim_workdir(workdir, {**describe(cfg), "directions": str(directions_path),
                                                "manipulate": m.to_dict()}, overwrite=bool(cfg.overwrite))
+    with logs.log_to_file(workdir / "log.txt"):
+        return _manipulate(cfg, directions_path, workdir, progress)
+
+
+def _manipulate(cfg, directions_path, workdir: pathlib.Path, progress: bool) -> list[pathlib.Path]:
+    m = cfg.manipulate
     gen = prepare_model(cfg)
     all_dirs = edit_lib.load_directions(directions_path, gen.latent_dim)
     idx = [int(i) for i in str(m.indices).split(",") if i.strip()]
     bad = [i for i in idx if not 0 <= i < all_dirs.shape[0]]
     if bad:
-        raise ValueError(f"Direction indices {bad} are beyond the {all_dirs.shape[0]} directions in {directions_path}.")
+        raise errors.ConfigError(f"Direction indices {bad} are beyond the {all_dirs.shape[0]} directions in "
+                                 f"{directions_path}.")
     steps = edit_lib.step_range(m.step_start, m.step_stop, int(m.num_steps))
     n = int(m.num_samples)
     outputs = []
     if gen.kind == "biggan":
         from regfac_jax.models import biggan
         if cfg.space not in ("z", "w"):
-            raise ValueError(f"manipulate edits BigGAN in z; directions of space {cfg.space!r} are not supported.")
+            raise errors.ConfigError(f"manipulate edits BigGAN in z; directions of space {cfg.space!r} are not "
+                                     "supported.")
         z = biggan.truncated_noise(int(m.seed), n, gen.z_dim, float(cfg.truncation))
         classes = [c.strip() for c in str(cfg.classes).split(",") if c.strip()] or ["0"]
         cv = biggan.class_vector([int(c) if c.isdigit() else c for c in classes][:1] * n, gen.num_classes)

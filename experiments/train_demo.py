@@ -19,7 +19,9 @@ import time
 # Small host-side matrices only: multi-threaded OpenBLAS just spins on shared cores (see experiments/demo.py).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from experiments import cli  # noqa: E402
 
 flags.DEFINE_string("workdir", "/tmp/regfac_demo_train", "Checkpoints and logs (resumed from when present).")
 flags.DEFINE_integer("steps", 20000, "Total training iterations (one D and one G step each).")
@@ -91,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

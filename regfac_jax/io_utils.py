@@ -17,6 +17,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from regfac_jax import errors
+
 PathLike = str | os.PathLike
 
 
@@ -115,7 +117,7 @@ def fingerprint(config: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-class WorkdirConflict(RuntimeError):
+class WorkdirConflict(errors.UserError, RuntimeError):
     """The work directory holds a different experiment."""
 
 
