@@ -22,14 +22,39 @@ from regfac_jax import errors
 PathLike = str | os.PathLike
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``/proc/self/status``).
+
+    ``os.umask`` can only be read by setting it, which races with threads creating files (orbax writes from
+    threads), so it is the fallback only.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0o666`` less the umask."""
+    return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
-    """Opens a temporary file beside ``path``; on success it replaces ``path`` atomically, on error it vanishes."""
+    """Opens a temporary file beside ``path``; on success it replaces ``path`` atomically, on error it vanishes.
+
+    The file gets the mode a plain ``open()`` would give it (``0o666`` less the umask), not ``mkstemp``'s 0600.
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
+            os.fchmod(f.fileno(), default_file_mode())
             yield f
             f.flush()
             os.fsync(f.fileno())
