@@ -62,3 +62,132 @@ def test_generator_checkpoints_honour_the_umask(tmp_path, mask):
         checkpoint.save_generator(gen, dest, overwrite=True)  # the swap path: written aside, then renamed
     modes = _modes(dest)
     assert modes == {"file": {0o666 & ~mask}, "dir": {0o777 & ~mask}}, modes
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Launchers: bad flags exit 2, user errors exit 1, each as one line; tracebacks only with --verbosity=1
+# ---------------------------------------------------------------------------------------------------------
+def _launch(module: str, *args: str, cwd=REPO, fixtures=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if fixtures is not None:
+        env["REGFAC_FIXTURES"] = str(fixtures)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+TINY = ("--config", "experiments/configs/ffhq_stylegan2.py:tiny")
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("--config.num_sample", "3"), r'--config.num_sample: the config has no field \'num_sample\'; did you mean '
+                                   r'"num_samples"\?'),
+    (("--config.jacobian.tangent_chnk=3",), r'did you mean "tangent_chunk"\?'),
+    (("--config.num_samples", "many"), r"--config.num_samples=many: invalid literal"),
+    (("--overwrite",), r"Unknown command line flag 'overwrite'"),
+    ((), r"--workdir is required"),
+])
+def test_bad_flags_give_one_line_and_exit_2(tmp_path, args, expected):
+    extra = () if not args else ("--workdir", str(tmp_path / "w"))
+    proc = _launch("experiments.find_directions", *TINY, *args, *extra)
+    assert proc.returncode == 2, proc.stderr
+    import re
+    assert re.search(expected, _one_error_line(proc)), proc.stderr
+    assert not (tmp_path / "w").exists()  # nothing was started
+
+
+def test_missing_config_file_is_a_bad_flag(tmp_path):
+    proc = _launch("experiments.find_directions", "--config", "experiments/configs/nope.py", "--workdir",
+                   str(tmp_path / "w"))
+    assert proc.returncode == 2
+    assert "no such file 'experiments/configs/nope.py'" in _one_error_line(proc)
+
+
+def test_user_errors_give_one_line_and_exit_1(tmp_path, fixtures_dir):
+    proc = _launch("experiments.find_directions", *TINY, "--config.regions", "eyez", "--workdir",
+                   str(tmp_path / "a"), fixtures=fixtures_dir)
+    assert proc.returncode == 1, proc.stderr
+    line = _one_error_line(proc)
+    assert "'eyez'" in line and "available: " in line and "eyes" in line
+    assert proc.stdout == ""
+    # A missing checkpoint, with --verbosity=1: the traceback (and every log record), then the one line.
+    proc = _launch("experiments.find_directions", *TINY, "--config.model", str(tmp_path / "nowhere.pkl"),
+                   "--workdir", str(tmp_path / "b"), "--verbosity=1", fixtures=fixtures_dir)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "FileNotFoundError" in proc.stderr
+    errors_ = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors_) == 1 and "nowhere.pkl' not found" in errors_[0], proc.stderr
+
+
+def test_every_launcher_runs_through_the_cli_runner():
+    for name in ("find_directions", "manipulate", "demo", "train_demo"):
+        source = (REPO / "experiments" / f"{name}.py").read_text()
+        assert "cli.run(main)" in source and "app.run(" not in source, name
+    proc = _launch("experiments.train_demo", "--batch", "x")
+    assert proc.returncode == 2 and "--batch" in _one_error_line(proc)
+
+
+def test_library_user_errors_share_one_base():
+    import converters
+    from converters import torch_pickle
+    from regfac_jax import resumable
+    from regfac_jax.models import biggan
+
+    for cls in (regions.RegionError, io_utils.WorkdirConflict, resumable.WorkdirMismatchError,
+                converters.ConversionError, torch_pickle.CheckpointFormatError, torch_pickle.UnsafeCheckpointError,
+                errors.ConfigError, errors.InputFileError):
+        assert issubclass(cls, errors.UserError), cls
+    with pytest.raises(errors.UserError, match="unknown ImageNet class name 'goldn retriever'.*golden retriever"):
+        biggan.class_index("goldn retriever")
+    with pytest.raises(ValueError):  # still a ValueError for existing callers
+        biggan.class_index(5000)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Garbage in: non-finite directions, latents and masks are refused, naming the file
+# ---------------------------------------------------------------------------------------------------------
+def test_non_finite_inputs_are_refused_naming_the_file(tmp_path):
+    d = np.ones((3, 8), np.float32)
+    d[1, 2] = np.nan
+    np.save(tmp_path / "dirs.npy", d)
+    with pytest.raises(errors.InputFileError, match=r"dirs\.npy: 1 of 24 values .* NaN or inf \(rows \[1\]\)"):
+        edit.load_directions(tmp_path / "dirs.npy", 8)
+    np.save(tmp_path / "ok.npy", np.ones((3, 8), np.float32))
+    assert edit.load_directions(tmp_path / "ok.npy", 8).shape == (3, 8)
+    z = np.ones((4, 8), np.float32)
+    z[3, 0] = np.inf
+    np.save(tmp_path / "z.npy", z)
+    with pytest.raises(errors.InputFileError, match=r"z\.npy: 1 of 32 values of these latents are NaN or inf"):
+        edit.load_latents(tmp_path / "z.npy", 8)
+    with pytest.raises(errors.InputFileError, match="does not exist"):
+        edit.load_latents(tmp_path / "missing.npy", 8)
+    m = np.zeros((16, 16), np.float32)
+    m[4:8, 4:8] = 1
+    np.save(tmp_path / "mask_ok.npy", m)
+    assert regions.mask_from_file(tmp_path / "mask_ok.npy", 16).sum() == 16
+    m[0, 0] = np.nan
+    np.save(tmp_path / "mask.npy", m)
+    with pytest.raises(regions.RegionError, match=r"mask\.npy: the mask holds 1 NaN or inf"):
+        regions.mask_from_file(tmp_path / "mask.npy", 16)
+    with pytest.raises(regions.RegionError, match=r"mask\.npy: the label map holds 1 NaN"):
+        regions.load_label_map(tmp_path / "mask.npy")
+    np.save(tmp_path / "big.npy", np.full((16, 16), 2.0, np.float32))
+    with pytest.raises(regions.RegionError, match=r"big\.npy: Mask values must be finite and in \[0, 1\]"):
+        regions.mask_from_file(tmp_path / "big.npy", 16)
+
+
+def test_manipulate_refuses_nan_directions(tmp_path, fixtures_dir):
+    d = np.ones((2, 32), np.float32)
+    d[0, 0] = np.nan
+    np.save(tmp_path / "bad.npy", d)
+    proc = _launch("experiments.manipulate", *TINY, "--directions", str(tmp_path / "bad.npy"), "--workdir",
+                   str(tmp_path / "edits"), fixtures=fixtures_dir)
+    assert proc.returncode == 1
+    line = _one_error_line(proc)
+    assert str(tmp_path / "bad.npy") in line and "NaN or inf" in line
+    assert not list((tmp_path / "edits").glob("*.png"))  # no garbage images
