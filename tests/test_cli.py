@@ -191,3 +191,84 @@ def test_manipulate_refuses_nan_directions(tmp_path, fixtures_dir):
     line = _one_error_line(proc)
     assert str(tmp_path / "bad.npy") in line and "NaN or inf" in line
     assert not list((tmp_path / "edits").glob("*.png"))  # no garbage images
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Noise: the console shows progress bars and a summary; everything else goes to WORKDIR/log.txt
+# ---------------------------------------------------------------------------------------------------------
+def test_console_is_quiet_and_the_log_is_full(tmp_path, fixtures_dir):
+    work = tmp_path / "run"
+    proc = _launch("experiments.find_directions", *TINY, "--config.regions", "eyes", "--config.jacobian.tangent_chunk",
+                   "16", "--workdir", str(work), fixtures=fixtures_dir)
+    assert proc.returncode == 0, proc.stderr
+    console = proc.stdout + proc.stderr
+    assert "orbax" not in console and "xla_bridge" not in console, console
+    assert not [ln for ln in proc.stderr.replace("\r", "\n").splitlines()
+                if ln.strip() and not ln.startswith("samples:")], proc.stderr  # progress bars only
+    assert f"directions in {work}/directions/" in proc.stdout and "eyes: 5 directions" in proc.stdout
+    log = (work / "log.txt").read_text()
+    assert "orbax-checkpoint version" in log and "sample 2/2 done" in log
+
+
+_FAKE_LAUNCHER = """
+import logging, sys
+from absl import logging as absl_logging
+from experiments import cli
+from regfac_jax import logs
+
+def main(argv):
+    absl_logging.info("orbax-like chatter")
+    logging.getLogger("jax._src.xla_bridge").info("backend chatter")
+    logs.report_resume(3, 8)
+    logging.getLogger("regfac_jax").warning("a warning the user must see")
+    print("summary")
+
+cli.run(main, sys.argv)
+"""
+
+
+def test_console_shows_user_lines_and_warnings_only(tmp_path):
+    script = tmp_path / "launcher.py"
+    script.write_text(_FAKE_LAUNCHER)
+    proc = subprocess.run([sys.executable, str(script)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "summary\n"
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "resuming: 3 of 8 samples done" and "a warning the user must see" in lines[1], lines
+    assert len(lines) == 2 and "chatter" not in proc.stderr
+    proc = subprocess.run([sys.executable, str(script), "--verbosity=1"], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert "orbax-like chatter" in proc.stderr and proc.stderr.count("resuming: 3 of 8") == 1
+
+
+def test_resume_is_announced_and_logged(tiny_cfg, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from experiments import pipeline
+    from regfac_jax import jacobian, logs
+
+    def quick_grams(fn, point, masks, **kwargs):  # the Grams' values do not matter here, only the bookkeeping
+        d = point.shape[0]
+        return np.eye(d, dtype=np.float32)[None].repeat(len(masks), 0), 2 * np.eye(d, dtype=np.float32)[None].repeat(
+            len(masks), 0)
+
+    monkeypatch.setattr(jacobian, "region_grams", quick_grams)
+    tiny_cfg.aggregation = "mean"
+    with caplog.at_level(logging.INFO, logger=logs.CONSOLE_LOGGER):
+        pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
+        assert not [r for r in caplog.records if r.name == logs.CONSOLE_LOGGER]
+        (tmp_path / "run" / "samples" / "grams_00001.npz").unlink()
+        pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
+    said = [r.getMessage() for r in caplog.records if r.name == logs.CONSOLE_LOGGER]
+    assert said == ["resuming: 1 of 2 samples done"]
+    assert (tmp_path / "run" / "log.txt").read_text().count("resuming: 1 of 2 samples done") == 1
+
+
+@pytest.fixture
+def tiny_cfg(fixtures_dir, monkeypatch):
+    from experiments import pipeline
+    from experiments.configs import ffhq_stylegan2
+
+    monkeypatch.setenv(pipeline.FIXTURES_ENV, str(fixtures_dir))
+    return ffhq_stylegan2.get_config("tiny")
