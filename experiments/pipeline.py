@@ -31,7 +31,7 @@ import numpy as np
 
 from regfac_jax import directions as dirs_lib
 from regfac_jax import edit as edit_lib
-from regfac_jax import errors, io_utils, jacobian, logs, regions
+from regfac_jax import errors, io_utils, jacobian, logs, plots, regions
 
 log = logging.getLogger("regfac_jax")
 
@@ -367,29 +367,9 @@ def _save_orbax(path: pathlib.Path, results: dict) -> None:
     os.replace(tmp, path)
 
 
-def _plot_spectrum(path: pathlib.Path, spectra: dict, size=(480, 320)) -> None:
-    """A small log-scale line plot of each region's eigenvalues (Pillow only)."""
-    from PIL import Image, ImageDraw
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    colors = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
-    margin = 30
-    vals = {k: np.log10(np.maximum(np.asarray(v, np.float64), 1e-12)) for k, v in spectra.items()}
-    lo = min(v.min() for v in vals.values())
-    hi = max(v.max() for v in vals.values())
-    hi = hi if hi > lo else lo + 1
-    draw.rectangle([margin, margin // 2, size[0] - 10, size[1] - margin], outline="black")
-    for idx, (name, v) in enumerate(vals.items()):
-        xs = margin + (np.arange(len(v)) / max(len(v) - 1, 1)) * (size[0] - margin - 10)
-        ys = (size[1] - margin) - (v - lo) / (hi - lo) * (size[1] - 1.5 * margin)
-        col = colors[idx % len(colors)]
-        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=col, width=2)
-        draw.text((margin + 5, margin // 2 + 4 + 12 * idx), name, fill=col)
-    draw.text((margin, size[1] - margin + 5), f"eigenvalue index (log10 range {lo:.1f}..{hi:.1f})", fill="black")
-    import io
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    io_utils.write_bytes(path, buf.getvalue())
+def _plot_spectrum(path: pathlib.Path, spectra: dict) -> None:
+    """Each region's eigenvalues on a log scale (matplotlib, :func:`regfac_jax.plots.spectrum`)."""
+    io_utils.save_png(path, plots.spectrum(spectra, title=f"Eigenvalue spectra ({path.parent.name})"))
 
 
 def summarize_directions(results: dict, workdir) -> str:
@@ -453,7 +433,9 @@ def _manipulate(cfg, directions_path, workdir: pathlib.Path, progress: bool) -> 
         frames = np.stack([np.asarray(f) for f in render(j)], axis=1)  # [n, S, H, W, C]
         u8 = io_utils.to_uint8(frames)
         grid = workdir / f"direction_{j:03d}.png"
-        io_utils.save_png(grid, io_utils.image_grid(u8))
+        io_utils.save_png(grid, plots.labelled_grid(u8, [f"sample {s}" for s in range(n)], plots.format_steps(steps),
+                                                    title=f"direction {j} of {pathlib.Path(directions_path).name}",
+                                                    xlabel="step"))
         outputs.append(grid)
         for s in range(n):
             gif = workdir / f"direction_{j:03d}_sample_{s:03d}.gif"
@@ -472,6 +454,6 @@ def _write_html(workdir: pathlib.Path, outputs, directions_path, steps) -> None:
             rows.append(f'<img src="{p.name}" title="{p.stem}" style="image-rendering:pixelated;width:128px">')
     html = ("<!doctype html>\n<html><head><meta charset='utf-8'><title>regfac-jax edits</title></head><body>\n"
             f"<h1>Edits along {pathlib.Path(directions_path).name}</h1>\n"
-            f"<p>steps: {', '.join(f'{float(s):g}' for s in steps)} (columns); rows: samples</p>\n"
+            f"<p>steps: {', '.join(plots.format_steps(steps))} (columns); rows: samples</p>\n"
             + "\n".join(rows) + "\n</body></html>\n")
     io_utils.write_bytes(workdir / "index.html", html.encode())

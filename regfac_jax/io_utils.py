@@ -126,16 +126,6 @@ def save_gif(path: PathLike, frames_u8: Sequence[np.ndarray], duration_ms: int =
     write_bytes(path, buf.getvalue())
 
 
-def image_grid(images_u8: np.ndarray, pad: int = 2) -> np.ndarray:
-    """``[rows, cols, H, W, C]`` uint8 -> one ``[rows*(H+pad)-pad, cols*(W+pad)-pad, C]`` image (white gaps)."""
-    rows, cols, h, w, c = images_u8.shape
-    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), 255, np.uint8)
-    for i in range(rows):
-        for j in range(cols):
-            out[i * (h + pad): i * (h + pad) + h, j * (w + pad): j * (w + pad) + w] = images_u8[i, j]
-    return out
-
-
 def fingerprint(config: dict) -> str:
     """A stable hash of a JSON-serialisable experiment description."""
     blob = json.dumps(config, sort_keys=True, default=_json_default).encode()

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from regfac_jax import edit, errors, io_utils, regions
+from regfac_jax import edit, errors, io_utils, plots, regions
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -272,3 +272,58 @@ def tiny_cfg(fixtures_dir, monkeypatch):
 
     monkeypatch.setenv(pipeline.FIXTURES_ENV, str(fixtures_dir))
     return ffhq_stylegan2.get_config("tiny")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pictures: labelled grids with the region outline, matplotlib spectra, readable steps
+# ---------------------------------------------------------------------------------------------------------
+def _find(haystack: np.ndarray, needle: np.ndarray) -> tuple[int, int] | None:
+    h, w = needle.shape[:2]
+    for t in range(haystack.shape[0] - h + 1):
+        for left in range(haystack.shape[1] - w + 1):
+            if np.array_equal(haystack[t:t + h, left:left + w], needle):
+                return t, left
+    return None
+
+
+def test_steps_are_formatted_for_people():
+    steps = np.asarray(edit.step_range(-10.0, 10.0, 7))  # what manipulate uses (jnp.linspace, float32)
+    assert steps[3] != 0  # round-off: the middle step is 2.4e-07, which index.html used to print
+    assert plots.format_steps(steps) == ["-10", "-6.67", "-3.33", "0", "3.33", "6.67", "10"]
+    assert plots.format_steps([0.001, 0.0025, -0.5]) == ["0.001", "0.0025", "-0.5"]  # small, not round-off: kept
+
+
+def test_labelled_grid_keeps_the_tiles_and_adds_labels_and_outline():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 200, (2, 3, 8, 8, 3)).astype(np.uint8)  # no pure white: margins stay distinguishable
+    grid = plots.image_grid(imgs, scale=4, pad=2)
+    assert grid.shape == (2 * 34 + 2, 3 * 34 + 2, 3)
+    np.testing.assert_array_equal(grid[2:34, 2:34], imgs[0, 0].repeat(4, 0).repeat(4, 1))
+    plain = plots.labelled_grid(imgs, ["", ""], ["", "", ""], scale=4)
+    at = _find(plain, grid)
+    assert at is not None  # every tile pixel is there, unsmoothed
+    assert (plain[:at[0]] == 255).all() and (plain[:, :at[1]] == 255).all()  # no labels: white margins
+    labelled = plots.labelled_grid(imgs, ["method A", "method B"], ["-1", "0", "1"], scale=4, title="t")
+    at = _find(labelled, grid)
+    assert at is not None
+    assert (labelled[:, :at[1]] < 128).any() and (labelled[:at[0]] < 128).any()  # text left of and above the grid
+    mask = np.zeros((8, 8), np.float32)
+    mask[2:5, 3:7] = 1
+    outlined = plots.labelled_grid(imgs, ["method A", "method B"], ["-1", "0", "1"], scale=4, title="t",
+                                   outline=mask)
+    changed = np.any(outlined[at[0]:at[0] + grid.shape[0], at[1]:at[1] + grid.shape[1]] != grid, axis=-1)
+    # The boundary runs along the box edges of every tile (rows 8..20, cols 12..28 of a tile, 4x scale).
+    ys, xs = np.nonzero(changed[2:34, 2:34])
+    assert ys.size and 6 <= ys.min() <= 9 and 18 <= ys.max() <= 21 and 10 <= xs.min() <= 13 and 26 <= xs.max() <= 29
+    assert changed[2:34, 2:34].sum() == changed[36:68, 70:102].sum()  # the same outline on another tile
+    assert not changed[2 + 12, 2 + 18]  # the inside of the region is untouched
+
+
+def test_spectrum_and_manipulate_html(tmp_path):
+    from experiments import pipeline
+
+    img = plots.spectrum({"eyes": np.array([5.0, 1.0, 0.1, 0.0]), "mouth": np.array([3.0, 2.0, 1e-3, -1e-9])})
+    assert img.shape == (420, 640, 3) and img.dtype == np.uint8 and (img < 128).any()
+    pipeline._write_html(tmp_path, [tmp_path / "direction_000.png"], "eyes.npy", edit.step_range(-10.0, 10.0, 7))
+    html = (tmp_path / "index.html").read_text()
+    assert "steps: -10, -6.67, -3.33, 0, 3.33, 6.67, 10 (columns)" in html and "e-0" not in html
