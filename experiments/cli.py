@@ -6,7 +6,7 @@
   experiment, a damaged or unsafe checkpoint, non-finite directions, ...; and ``OSError``: a missing checkpoint, an
   unwritable directory): one line ``error: ...`` on stderr, exit status 1. Any other exception is a bug and keeps
   its traceback. ``--verbosity=1`` (or ``-v 1``) shows the traceback of user errors too, and every log record.
-* Ctrl-C: one line, exit status 130 (re-running the same command resumes).
+* Ctrl-C: one line, exit status 130 (``find_directions`` resumes when re-run).
 * Console: progress bars, warnings and the lines the library addresses to the user
   (:func:`regfac_jax.logs.console`, e.g. ``resuming: 3 of 8 samples done``); INFO records (orbax's ~35 lines per
   checkpoint, JAX's backend probing, per-sample timings) go only to the run's ``log.txt``
@@ -127,7 +127,7 @@ def _run_main(main: Callable[[list[str]], object], argv: list[str]):
             traceback.print_exc()
         _exit(str(err) or type(err).__name__, EXIT_USER_ERROR)
     except KeyboardInterrupt:
-        _exit("interrupted; run the same command again to resume", EXIT_INTERRUPTED)
+        _exit("interrupted", EXIT_INTERRUPTED)
 
 
 class _ConsoleFilter(logging.Filter):
