@@ -5,7 +5,8 @@
 * User errors (:class:`regfac_jax.errors.UserError`: unknown region or class, a work directory of another
   experiment, a damaged or unsafe checkpoint, non-finite directions, ...; and ``OSError``: a missing checkpoint, an
   unwritable directory): one line ``error: ...`` on stderr, exit status 1. Any other exception is a bug and keeps
-  its traceback. ``--verbosity=1`` (or ``-v 1``) shows the traceback of user errors too, and every log record.
+  its traceback. ``--verbosity=1`` (or ``-v 1``) shows the traceback of user errors too, and every log record
+  (``--alsologtostderr`` only the latter).
 * Ctrl-C: one line, exit status 130 (``find_directions`` resumes when re-run).
 * Console: progress bars, warnings and the lines the library addresses to the user
   (:func:`regfac_jax.logs.console`, e.g. ``resuming: 3 of 8 samples done``); INFO records (orbax's ~35 lines per
@@ -119,7 +120,7 @@ def _exit(message: str, status: int) -> None:
 
 def _run_main(main: Callable[[list[str]], object], argv: list[str]):
     verbose = _verbose()
-    configure_console(verbose)
+    configure_console(verbose or bool(FLAGS["logtostderr"].value or FLAGS["alsologtostderr"].value))
     try:
         return main(argv)
     except USER_ERRORS as err:
