@@ -3,7 +3,6 @@ refused non-finite inputs, and labelled plots. Launchers are run as subprocesses
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pathlib
 import subprocess
