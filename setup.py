@@ -22,6 +22,7 @@ setup(
         "ml_collections>=1.0,<2",
         "numpy>=1.26,<3",
         "pillow>=10,<14",
+        "matplotlib>=3.8,<4",  # labelled edit grids and spectra (regfac_jax.plots)
         "tqdm>=4.66,<5",
     ],
     extras_require={

@@ -12,12 +12,13 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from regfac_jax.errors import UserError
 from regfac_jax.trees import flatten, nest  # the name rule, shared with the library
 
 __all__ = ["ConversionError", "StrictStateDict", "conv_weight", "dense_weight", "flatten", "nest"]
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """A checkpoint does not fit the generator it is being converted to."""
 
 

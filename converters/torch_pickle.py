@@ -34,6 +34,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from regfac_jax.errors import UserError
+
 __all__ = [
     "CheckpointFormatError", "PersistentObject", "TorchModule", "UnsafeCheckpointError",
     "read_state_dict", "read_torch_file", "unpickle_restricted",
@@ -45,11 +47,11 @@ _LEGACY_CONVERTER = ("https://github.com/NVlabs/stylegan2-ada-pytorch/blob/main/
                      "(python legacy.py --source=OLD.pkl --dest=NEW.pkl)")
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(UserError, ValueError):
     """The file asks the unpickler to run something that no checkpoint needs; nothing was executed."""
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(UserError, ValueError):
     """The file is not a checkpoint this package can read (wrong format, truncated, unsupported)."""
 
 

@@ -4,8 +4,10 @@ See ``experiments/configs/base.py`` for every config field and ``experiments/pip
 Multi-host (TPU pod, several GPU hosts): run the same command on every host with ``--distributed``; on Cloud TPU and
 SLURM JAX finds the coordinator itself, elsewhere add ``--coordinator HOST0:PORT --num_processes N --process_id I``.
 """
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path.py[:arg]).",
                                           lock_config=True)
@@ -22,9 +24,10 @@ def main(argv):
         from regfac_jax import distributed
         distributed.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     from experiments import pipeline
-    pipeline.find_directions(_CONFIG.value, _WORKDIR.value)
+    results = pipeline.find_directions(_CONFIG.value, _WORKDIR.value)
+    print(pipeline.summarize_directions(results, _WORKDIR.value))
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.run(main)

@@ -1,10 +1,10 @@
 """Renders edits along directions: ``python -m experiments.manipulate --config CONFIG.py[:tiny] --directions
 FILE.npy --workdir DIR`` writes a PNG grid per direction, a GIF per sample and an ``index.html``.
 """
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from experiments import pipeline
+from experiments import cli, pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path.py[:arg]).",
                                           lock_config=True)
@@ -15,9 +15,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=Tr
 
 def main(argv):
     del argv
-    pipeline.manipulate(_CONFIG.value, _DIRECTIONS.value, _WORKDIR.value)
+    outputs = pipeline.manipulate(_CONFIG.value, _DIRECTIONS.value, _WORKDIR.value)
+    print(f"wrote {sum(p.suffix == '.png' for p in outputs)} grids and {sum(p.suffix == '.gif' for p in outputs)} "
+          f"GIFs; open {_WORKDIR.value}/index.html")
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.run(main)

@@ -53,7 +53,7 @@ import numpy as np
 
 from regfac_jax import directions as dirs_lib
 from regfac_jax import edit as edit_lib
-from regfac_jax import io_utils, jacobian, regions
+from regfac_jax import errors, io_utils, jacobian, logs, plots, regions
 
 log = logging.getLogger("regfac_jax")
 
@@ -118,7 +118,7 @@ def prepare_model(cfg):
     if gen.kind == "stylegan3" and (tuple(cfg.translate) != (0.0, 0.0) or cfg.rotate != 0.0):
         gen = gen.with_transform(make_transform(tuple(cfg.translate), cfg.rotate))
     elif gen.kind != "stylegan3" and (tuple(cfg.translate) != (0.0, 0.0) or cfg.rotate != 0.0):
-        raise ValueError(f"translate/rotate apply to StyleGAN3 only; this model is {gen.kind}.")
+        raise errors.ConfigError(f"translate/rotate apply to StyleGAN3 only; this model is {gen.kind}.")
     return gen
 
 
@@ -143,7 +143,7 @@ def parse_layers(spec, num_ws: int) -> tuple[int, ...] | None:
         layers = tuple(int(i) for i in spec)
     bad = [i for i in layers if not 0 <= i < num_ws]
     if bad:
-        raise ValueError(f"Layers {bad} are beyond this model's layers 0..{num_ws - 1} (num_ws={num_ws}).")
+        raise errors.ConfigError(f"Layers {bad} are beyond this model's layers 0..{num_ws - 1} (num_ws={num_ws}).")
     return layers
 
 
@@ -158,10 +158,7 @@ def sample_latents(gen, cfg) -> dict:
         cv = biggan.class_vector([labels[i % len(labels)] for i in range(n)], gen.num_classes)
         return {"z": np.asarray(z, np.float32), "class_vector": np.asarray(cv, np.float32)}
     if cfg.latents_file:
-        z = np.load(cfg.latents_file, allow_pickle=False).astype(np.float32)
-        if z.ndim != 2 or z.shape[1] != gen.z_dim:
-            raise ValueError(f"{cfg.latents_file}: latents of shape {z.shape} do not fit z_dim={gen.z_dim}.")
-        z = z[:n]
+        z = edit_lib.load_latents(cfg.latents_file, gen.z_dim)[:n]
     else:
         z = np.random.RandomState(int(cfg.seed)).randn(n, gen.z_dim).astype(np.float32)
     c = None
@@ -187,7 +184,7 @@ def sample_function(gen, cfg, lat: dict, i: int, layers) -> tuple[Callable, jax.
         return fn, jnp.asarray(ws[0])
     if cfg.space == "wplus":
         return gen.latent_fn("wplus", noise_mode=cfg.noise_mode), jnp.asarray(ws.reshape(-1))
-    raise ValueError(f"Latent space {cfg.space!r} is not available for {gen.kind}; use 'w' or 'wplus'.")
+    raise errors.ConfigError(f"Latent space {cfg.space!r} is not available for {gen.kind}; use 'w' or 'wplus'.")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -212,17 +209,11 @@ def parse_regions(spec: str, dataset: str, resolution: int) -> dict[str, np.ndar
             out[pathlib.Path(path).stem] = regions.mask_from_file(path, resolution)
         elif part.startswith("seg:"):
             _, path, labels = part.split(":")
-            lm = np.load(path) if path.endswith(".npy") else _read_label_png(path)
+            lm = regions.load_label_map(path)
             out[f"seg{k}"] = regions.mask_from_labels(lm, [int(v) for v in labels.split("+")], resolution)
         else:
             out[part] = regions.preset_mask(dataset, part, resolution)
     return out
-
-
-def _read_label_png(path):
-    from PIL import Image
-    with Image.open(path) as img:
-        return np.asarray(img)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -236,14 +227,6 @@ def describe(cfg) -> dict:
     return json.loads(json.dumps(d, default=str))
 
 
-def _setup_logging(workdir: pathlib.Path):
-    handler = logging.FileHandler(workdir / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    return handler
-
-
 def find_directions(cfg, workdir, progress: bool = True) -> dict:
     """Runs a whole direction search into ``workdir`` (see the module docstring); resumes if interrupted.
 
@@ -254,12 +237,8 @@ def find_directions(cfg, workdir, progress: bool = True) -> dict:
     if not _is_writer():  # multi-host: process 0 alone touches the work directory
         return _find_directions(cfg, pathlib.Path(workdir), progress)
     workdir = io_utils.claim_workdir(workdir, describe(cfg), overwrite=bool(cfg.overwrite))
-    handler = _setup_logging(workdir)
-    try:
+    with logs.log_to_file(workdir / "log.txt"):  # every record, orbax's included; the console stays quiet
         return _find_directions(cfg, workdir, progress)
-    finally:
-        log.removeHandler(handler)
-        handler.close()
 
 
 def _is_writer() -> bool:
@@ -318,7 +297,7 @@ def _use_sharded(cfg) -> bool:
     if cfg.scale_out == "auto":
         return jax.device_count() > 1 or jax.process_count() > 1
     if cfg.scale_out not in ("loop", "sharded"):
-        raise ValueError(f"scale_out must be 'auto', 'loop' or 'sharded'; got {cfg.scale_out!r}.")
+        raise errors.ConfigError(f"scale_out must be 'auto', 'loop' or 'sharded'; got {cfg.scale_out!r}.")
     return cfg.scale_out == "sharded"
 
 
@@ -345,6 +324,9 @@ def _accumulate_loop(gen, cfg, lat, layers, stack, preprocess, workdir, progress
     n = int(cfg.num_samples)
     samples_dir = workdir / "samples"
     samples_dir.mkdir(exist_ok=True)
+    done = sum((samples_dir / f"grams_{i:05d}.npz").exists() for i in range(n))
+    if done:
+        logs.report_resume(done, n)
     iterator = range(n)
     if progress:
         from tqdm.auto import tqdm
@@ -460,29 +442,19 @@ def _save_orbax(path: pathlib.Path, results: dict) -> None:
     os.replace(tmp, path)
 
 
-def _plot_spectrum(path: pathlib.Path, spectra: dict, size=(480, 320)) -> None:
-    """A small log-scale line plot of each region's eigenvalues (Pillow only)."""
-    from PIL import Image, ImageDraw
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    colors = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
-    margin = 30
-    vals = {k: np.log10(np.maximum(np.asarray(v, np.float64), 1e-12)) for k, v in spectra.items()}
-    lo = min(v.min() for v in vals.values())
-    hi = max(v.max() for v in vals.values())
-    hi = hi if hi > lo else lo + 1
-    draw.rectangle([margin, margin // 2, size[0] - 10, size[1] - margin], outline="black")
-    for idx, (name, v) in enumerate(vals.items()):
-        xs = margin + (np.arange(len(v)) / max(len(v) - 1, 1)) * (size[0] - margin - 10)
-        ys = (size[1] - margin) - (v - lo) / (hi - lo) * (size[1] - 1.5 * margin)
-        col = colors[idx % len(colors)]
-        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=col, width=2)
-        draw.text((margin + 5, margin // 2 + 4 + 12 * idx), name, fill=col)
-    draw.text((margin, size[1] - margin + 5), f"eigenvalue index (log10 range {lo:.1f}..{hi:.1f})", fill="black")
-    import io
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    io_utils.write_bytes(path, buf.getvalue())
+def _plot_spectrum(path: pathlib.Path, spectra: dict) -> None:
+    """Each region's eigenvalues on a log scale (matplotlib, :func:`regfac_jax.plots.spectrum`)."""
+    io_utils.save_png(path, plots.spectrum(spectra, title=f"Eigenvalue spectra ({path.parent.name})"))
+
+
+def summarize_directions(results: dict, workdir) -> str:
+    """The console summary of :func:`find_directions`: regions, how many directions, the top eigenvalues."""
+    lines = [f"directions in {workdir}/directions/ (spectra: spectrum.png, full log: log.txt):"]
+    for name, res in results.items():
+        ev = np.asarray(res["eigenvalues"]).reshape(-1)
+        top = ", ".join(f"{v:.4g}" for v in ev[:3])
+        lines.append(f"  {name}: {np.asarray(res['directions']).shape[-2]} directions, top eigenvalues {top}")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -494,19 +466,27 @@ def manipulate(cfg, directions_path, workdir, progress: bool = True) -> list[pat
     m = cfg.manipulate
     workdir = io_utils.claim_workdir(workdir, {**describe(cfg), "directions": str(directions_path),
                                                "manipulate": m.to_dict()}, overwrite=bool(cfg.overwrite))
+    with logs.log_to_file(workdir / "log.txt"):
+        return _manipulate(cfg, directions_path, workdir, progress)
+
+
+def _manipulate(cfg, directions_path, workdir: pathlib.Path, progress: bool) -> list[pathlib.Path]:
+    m = cfg.manipulate
     gen = prepare_model(cfg)
     all_dirs = edit_lib.load_directions(directions_path, gen.latent_dim)
     idx = [int(i) for i in str(m.indices).split(",") if i.strip()]
     bad = [i for i in idx if not 0 <= i < all_dirs.shape[0]]
     if bad:
-        raise ValueError(f"Direction indices {bad} are beyond the {all_dirs.shape[0]} directions in {directions_path}.")
+        raise errors.ConfigError(f"Direction indices {bad} are beyond the {all_dirs.shape[0]} directions in "
+                                 f"{directions_path}.")
     steps = edit_lib.step_range(m.step_start, m.step_stop, int(m.num_steps))
     n = int(m.num_samples)
     outputs = []
     if gen.kind == "biggan":
         from regfac_jax.models import biggan
         if cfg.space not in ("z", "w"):
-            raise ValueError(f"manipulate edits BigGAN in z; directions of space {cfg.space!r} are not supported.")
+            raise errors.ConfigError(f"manipulate edits BigGAN in z; directions of space {cfg.space!r} are not "
+                                     "supported.")
         z = biggan.truncated_noise(int(m.seed), n, gen.z_dim, float(cfg.truncation))
         classes = [c.strip() for c in str(cfg.classes).split(",") if c.strip()] or ["0"]
         cv = biggan.class_vector([int(c) if c.isdigit() else c for c in classes][:1] * n, gen.num_classes)
@@ -528,7 +508,9 @@ def manipulate(cfg, directions_path, workdir, progress: bool = True) -> list[pat
         frames = np.stack([np.asarray(f) for f in render(j)], axis=1)  # [n, S, H, W, C]
         u8 = io_utils.to_uint8(frames)
         grid = workdir / f"direction_{j:03d}.png"
-        io_utils.save_png(grid, io_utils.image_grid(u8))
+        io_utils.save_png(grid, plots.labelled_grid(u8, [f"sample {s}" for s in range(n)], plots.format_steps(steps),
+                                                    title=f"direction {j} of {pathlib.Path(directions_path).name}",
+                                                    xlabel="step"))
         outputs.append(grid)
         for s in range(n):
             gif = workdir / f"direction_{j:03d}_sample_{s:03d}.gif"
@@ -547,6 +529,6 @@ def _write_html(workdir: pathlib.Path, outputs, directions_path, steps) -> None:
             rows.append(f'<img src="{p.name}" title="{p.stem}" style="image-rendering:pixelated;width:128px">')
     html = ("<!doctype html>\n<html><head><meta charset='utf-8'><title>regfac-jax edits</title></head><body>\n"
             f"<h1>Edits along {pathlib.Path(directions_path).name}</h1>\n"
-            f"<p>steps: {', '.join(f'{float(s):g}' for s in steps)} (columns); rows: samples</p>\n"
+            f"<p>steps: {', '.join(plots.format_steps(steps))} (columns); rows: samples</p>\n"
             + "\n".join(rows) + "\n</body></html>\n")
     io_utils.write_bytes(workdir / "index.html", html.encode())

@@ -9,8 +9,10 @@ import os
 # Small host-side matrices only: multi-threaded OpenBLAS just spins on shared cores (see experiments/demo.py).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from experiments import cli  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "train_demo.py"), "Training settings.",
@@ -34,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -5,10 +5,13 @@ by default (8-11 for eyebrows and lipstick) with steps from -10 to 10 in 7 steps
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import jax.numpy as jnp
 import numpy as np
+
+from regfac_jax import errors
 
 #: The paper's default layers and steps.
 PAPER_LAYERS = (4, 5, 6, 7)
@@ -88,12 +91,53 @@ def edit_latent(latent, direction, steps) -> jnp.ndarray:
     return latent[:, None] + steps[None, :, None] * n.reshape(1, 1, -1)
 
 
+def _load_finite(path, what: str) -> np.ndarray:
+    """Reads a plain numeric ``.npy`` file and refuses NaN or inf (they would render garbage images)."""
+    if not os.path.isfile(path):
+        raise errors.InputFileError(f"{what} file {os.fspath(path)!r} does not exist.")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as err:  # pickled objects, or not a .npy file at all
+        raise errors.InputFileError(f"{path}: not a plain numeric .npy array of {what} ({err}).") from None
+    if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.number):
+        raise errors.InputFileError(f"{path}: expected a numeric .npy array of {what}, got {type(arr).__name__} "
+                                    f"{getattr(arr, 'dtype', '')}.")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        rows = np.unique(np.argwhere(bad)[:, 0]).tolist() if arr.ndim > 1 else []
+        where = f" (rows {rows[:10]}{' ...' if len(rows) > 10 else ''})" if rows else ""
+        raise errors.InputFileError(f"{path}: {int(bad.sum())} of {arr.size} values of these {what} are NaN or "
+                                    f"inf{where}; recompute or replace the file.")
+    return arr
+
+
 def load_directions(path, latent_dim: int) -> np.ndarray:
-    """Reads a direction file in the paper's layout (``.npy``, rows ``[k, d]``) and checks its width."""
-    arr = np.load(path, allow_pickle=False)
+    """Reads a direction file in the paper's layout (``.npy``, rows ``[k, d]``) and checks its width.
+
+    Returns:
+      ``[k, latent_dim]`` float32 (a single ``[d]`` direction becomes ``[1, d]``).
+    Raises:
+      errors.InputFileError (a ValueError): missing file, not a numeric array, NaN/inf values, or a width other
+        than ``latent_dim``.
+    """
+    arr = _load_finite(path, "directions")
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != latent_dim:
-        raise ValueError(f"{path}: directions of shape {arr.shape} do not fit a latent of width {latent_dim}; "
-                         f"expected [k, {latent_dim}] (one direction per row).")
+        raise errors.InputFileError(f"{path}: directions of shape {arr.shape} do not fit a latent of width "
+                                    f"{latent_dim}; expected [k, {latent_dim}] (one direction per row).")
+    return arr.astype(np.float32)
+
+
+def load_latents(path, latent_dim: int) -> np.ndarray:
+    """Reads latent codes ``[N, latent_dim]`` from a ``.npy`` file (e.g. ``--config.latents_file``).
+
+    Raises:
+      errors.InputFileError (a ValueError): missing file, not a numeric array, NaN/inf values, or not
+        ``[N, latent_dim]``.
+    """
+    arr = _load_finite(path, "latents")
+    if arr.ndim != 2 or arr.shape[1] != latent_dim or arr.shape[0] < 1:
+        raise errors.InputFileError(f"{path}: latents of shape {arr.shape} do not fit this generator; expected "
+                                    f"[N, {latent_dim}] (one latent per row).")
     return arr.astype(np.float32)

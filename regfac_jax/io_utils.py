@@ -17,17 +17,44 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from regfac_jax import errors
+
 PathLike = str | os.PathLike
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``/proc/self/status``).
+
+    ``os.umask`` can only be read by setting it, which races with threads creating files (orbax writes from
+    threads), so it is the fallback only.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0o666`` less the umask."""
+    return 0o666 & ~current_umask()
 
 
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
-    """Opens a temporary file beside ``path``; on success it replaces ``path`` atomically, on error it vanishes."""
+    """Opens a temporary file beside ``path``; on success it replaces ``path`` atomically, on error it vanishes.
+
+    The file gets the mode a plain ``open()`` would give it (``0o666`` less the umask), not ``mkstemp``'s 0600.
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
+            os.fchmod(f.fileno(), default_file_mode())
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -99,23 +126,13 @@ def save_gif(path: PathLike, frames_u8: Sequence[np.ndarray], duration_ms: int =
     write_bytes(path, buf.getvalue())
 
 
-def image_grid(images_u8: np.ndarray, pad: int = 2) -> np.ndarray:
-    """``[rows, cols, H, W, C]`` uint8 -> one ``[rows*(H+pad)-pad, cols*(W+pad)-pad, C]`` image (white gaps)."""
-    rows, cols, h, w, c = images_u8.shape
-    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), 255, np.uint8)
-    for i in range(rows):
-        for j in range(cols):
-            out[i * (h + pad): i * (h + pad) + h, j * (w + pad): j * (w + pad) + w] = images_u8[i, j]
-    return out
-
-
 def fingerprint(config: dict) -> str:
     """A stable hash of a JSON-serialisable experiment description."""
     blob = json.dumps(config, sort_keys=True, default=_json_default).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-class WorkdirConflict(RuntimeError):
+class WorkdirConflict(errors.UserError, RuntimeError):
     """The work directory holds a different experiment."""
 
 

@@ -13,6 +13,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from regfac_jax import errors
+
 GRID = 256
 
 #: The presets of the paper's code, ``{dataset: {region: [center_row, center_col, height, width]}}`` on a 256 grid.
@@ -50,7 +52,7 @@ PRESETS: Mapping[str, Mapping[str, tuple[int, int, int, int]]] = {
 }
 
 
-class RegionError(ValueError):
+class RegionError(errors.UserError, ValueError):
     """A region or mask that cannot be used (empty, outside the image, wrong size, ...)."""
 
 
@@ -134,16 +136,50 @@ def mask_from_array(array, resolution: int, soft: bool = False, threshold: float
     return np.clip(out, 0.0, 1.0)
 
 
-def mask_from_file(path: str | os.PathLike, resolution: int, soft: bool = False,
-                   threshold: float = 0.5) -> np.ndarray:
-    """A mask from an image file (PNG, ...), any size, resized to ``resolution``; white = region."""
+def _read_array_file(path: str | os.PathLike, what: str, grey: bool) -> np.ndarray:
+    """A ``.npy`` array or an image (PNG, ...; converted to 8-bit grey if ``grey``, else its raw values, e.g. a
+    palette image's indices); non-finite values are refused, naming the file."""
     from PIL import Image
 
     if not os.path.isfile(path):
-        raise RegionError(f"Mask file {os.fspath(path)!r} does not exist.")
+        raise RegionError(f"{what} file {os.fspath(path)!r} does not exist.")
+    if os.fspath(path).endswith(".npy"):
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise RegionError(f"{os.fspath(path)}: not a plain numeric .npy array ({err}).") from None
+        if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+            raise RegionError(f"{os.fspath(path)}: a {what} must be numeric; got dtype {arr.dtype}.")
+        if not np.all(np.isfinite(arr)):
+            raise RegionError(f"{os.fspath(path)}: the {what} holds {int((~np.isfinite(arr)).sum())} NaN or inf "
+                              "values; fix or replace the file.")
+        return arr
     with Image.open(path) as img:
-        arr = np.asarray(img.convert("L"))
-    return mask_from_array(arr, resolution, soft=soft, threshold=threshold)
+        return np.asarray(img.convert("L") if grey else img)
+
+
+def mask_from_file(path: str | os.PathLike, resolution: int, soft: bool = False,
+                   threshold: float = 0.5) -> np.ndarray:
+    """A mask from an image file (PNG, ...; white = region) or a ``.npy`` array in [0, 1], any size, resized to
+    ``resolution``.
+
+    Raises:
+      RegionError: the file is missing, holds NaN/inf or values outside [0, 1] (the message names the file).
+    """
+    arr = _read_array_file(path, "mask", grey=True)
+    try:
+        return mask_from_array(arr, resolution, soft=soft, threshold=threshold)
+    except RegionError as err:
+        raise RegionError(f"{os.fspath(path)}: {err}") from None
+
+
+def load_label_map(path: str | os.PathLike) -> np.ndarray:
+    """A segmentation label map ``[h, w]`` from a ``.npy`` array or an image file (PNG: its raw values).
+
+    Raises:
+      RegionError: the file is missing or holds NaN/inf (the message names the file).
+    """
+    return _read_array_file(path, "label map", grey=False)
 
 
 def mask_from_labels(label_map, labels: Sequence[int], resolution: int) -> np.ndarray:

@@ -31,12 +31,12 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
-from regfac_jax import distributed, jacobian
+from regfac_jax import distributed, errors, jacobian, logs
 
 FORMAT_VERSION = 1
 
 
-class WorkdirMismatchError(ValueError):
+class WorkdirMismatchError(errors.UserError, ValueError):
     """The work directory holds checkpoints of a different experiment."""
 
 
@@ -192,6 +192,8 @@ class ResumableGramAccumulator:
             if self.per_sample:
                 self.grams = state["per_sample"]
             self.restored_step = self.saved_step = int(self.done.sum())
+            if jax.process_index() == 0:
+                logs.report_resume(self.num_done, self.num_samples)
 
     def save(self) -> bool:
         """Writes a checkpoint now (process 0) if samples finished since the last one; True if one was written."""

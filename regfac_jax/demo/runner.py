@@ -25,7 +25,8 @@ import time
 
 import numpy as np
 
-from regfac_jax import io_utils, trees
+from regfac_jax import io_utils, plots, trees
+from regfac_jax.plots import image_grid  # re-exported by regfac_jax.demo
 
 DATA_PACKAGE = "regfac_jax"
 DATA_DIR = ("data", "demo_faces")
@@ -158,21 +159,6 @@ def load_demo_generator(directory: str | os.PathLike | None = None):
 # ------------------------------------------------------------------------------------------------------------
 # Images
 # ------------------------------------------------------------------------------------------------------------
-def image_grid(images, scale: int = 4, pad: int = 1) -> np.ndarray:
-    """``[rows, cols, H, W, 3]`` (in [-1, 1]) -> one uint8 picture, each tile enlarged ``scale`` times
-    (nearest neighbour) and separated by ``pad`` white pixels."""
-    imgs = io_utils.to_uint8(images)
-    rows, cols, h, w, c = imgs.shape
-    imgs = imgs.repeat(scale, axis=2).repeat(scale, axis=3)
-    h, w = h * scale, w * scale
-    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
-    for r in range(rows):
-        for col in range(cols):
-            out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + col * (w + pad):pad + col * (w + pad) + w] = \
-                imgs[r, col]
-    return out
-
-
 def distribution_check(gen, num: int = 512, seed: int = 0, truncation_psi: float = 1.0) -> dict:
     """Per-region colour statistics of generated vs procedural faces.
 
@@ -339,28 +325,41 @@ def _compute_grams(fn, w_disc, masks, progress: bool) -> dict:
     return {"A": A_ps.mean(0), "B": B_ps.mean(0), "A1": A_ps[0], "B1": B_ps[0]}
 
 
-def _write_grids(gen, fn, directory: pathlib.Path, region: str, dirs: dict, steps: dict, w_eval, cfg) -> None:
-    """Edit grids for one region: every method on one sample, and ReSeFa on several (PNG + GIF)."""
+METHOD_NAMES = {"resefa": "ReSeFa", "lowrankgan": "LowRankGAN", "jacobian_eig": "Jacobian eig.", "sefa": "SeFa",
+                "ganspace": "GANSpace"}
+
+
+def _write_grids(gen, fn, directory: pathlib.Path, region: str, dirs: dict, steps: dict, w_eval, cfg,
+                 mask=None) -> None:
+    """Edit grids for one region, labelled and with the region's outline: every method on one sample
+    (``compare_*.png``), ReSeFa on several (``resefa_*.png``, and a GIF without labels)."""
     from regfac_jax import metrics
 
-    rows = []
-    for method in ("resefa", "lowrankgan", "jacobian_eig", "sefa", "ganspace"):
+    rows, labels = [], []
+    multiples = np.linspace(-cfg.grid_scale, cfg.grid_scale, cfg.grid_steps)
+    for method in METHOD_NAMES:
         a = cfg.grid_scale * float(np.median(steps[method]))
         alphas = np.linspace(-a, a, cfg.grid_steps, dtype=np.float32)
         rows.append(np.asarray(metrics.render(fn, w_eval[0][None] + alphas[:, None] * dirs[method][None])))
-    io_utils.save_png(directory / f"compare_{region}.png", image_grid(np.stack(rows)))
+        labels.append(f"{METHOD_NAMES[method]} (±{a:.3g})")
+    io_utils.save_png(directory / f"compare_{region}.png", plots.labelled_grid(
+        np.stack(rows), labels, [f"{m}×" for m in plots.format_steps(multiples)], outline=mask, scale=4,
+        title=f"{region}: each method's top direction on one held-out sample",
+        xlabel="step, in multiples of the method's calibrated step (largest step in brackets)"))
     a = cfg.grid_scale * float(np.median(steps["resefa"]))
     alphas = np.linspace(-a, a, cfg.grid_steps, dtype=np.float32)
     lat = w_eval[:cfg.grid_samples, None] + alphas[None, :, None] * dirs["resefa"][None, None]
     imgs = np.asarray(metrics.render(fn, lat.reshape(-1, lat.shape[-1]))).reshape(
         cfg.grid_samples, cfg.grid_steps, *gen_shape(gen))
-    io_utils.save_png(directory / f"resefa_{region}.png", image_grid(imgs))
+    io_utils.save_png(directory / f"resefa_{region}.png", plots.labelled_grid(
+        imgs, [f"sample {i + 1}" for i in range(cfg.grid_samples)], plots.format_steps(alphas), outline=mask,
+        scale=4, title=f"{region}: ReSeFa's top direction on held-out samples", xlabel="step"))
     sweep = np.concatenate([np.linspace(0, a, 5), np.linspace(a, -a, 9)[1:], np.linspace(-a, 0, 5)[1:-1]])
     lat = w_eval[:cfg.grid_samples, None] + sweep.astype(np.float32)[None, :, None] * dirs["resefa"][None, None]
     frames = np.asarray(metrics.render(fn, lat.reshape(-1, lat.shape[-1]))).reshape(
         cfg.grid_samples, len(sweep), *gen_shape(gen))
     io_utils.save_gif(directory / f"resefa_{region}.gif",
-                      [image_grid(frames[:, t][None]) for t in range(len(sweep))], pingpong=False)
+                      [image_grid(frames[:, t][None], scale=4) for t in range(len(sweep))], pingpong=False)
 
 
 def gen_shape(gen) -> tuple[int, int, int]:
@@ -467,7 +466,8 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig(), gen=
     for region in config.regions:
         report["regions"][region]["candidate_index"] = {m: all_dirs[region][f"{m}_index"] for m in ("sefa", "ganspace")}
         if write_images:
-            _write_grids(gen, fn, workdir, region, all_dirs[region], steps[region], w_eval, config)
+            _write_grids(gen, fn, workdir, region, all_dirs[region], steps[region], w_eval, config,
+                         mask=masks[config.regions.index(region)])
     buf = io.BytesIO()
     np.savez(buf, **{f"{reg}.{m}": all_dirs[reg][m] for reg in config.regions for m in baselines.METHODS})
     io_utils.write_bytes(workdir / "directions.npz", buf.getvalue())

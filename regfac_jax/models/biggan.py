@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
+from regfac_jax import errors
 from regfac_jax.models.base import Generator
 
 ClassSpec = Union[int, str]
@@ -245,23 +246,24 @@ def class_index(spec: ClassSpec, num_classes: int = 1000) -> int:
     """ImageNet index of ``spec``: an int index, or a class name / synonym (case and '_' vs ' ' ignored).
 
     Raises:
-      ValueError: index out of range, unknown name (with close matches) or ambiguous name (with candidates).
+      errors.ConfigError (a ValueError): index out of range, unknown name (with close matches) or ambiguous name
+        (with candidates).
     """
     if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
         if not 0 <= int(spec) < num_classes:
-            raise ValueError(f"class index {int(spec)} is outside 0..{num_classes - 1}.")
+            raise errors.ConfigError(f"class index {int(spec)} is outside 0..{num_classes - 1}.")
         return int(spec)
     if not isinstance(spec, str):
-        raise ValueError(f"a class must be an int index or a name string, got {spec!r}.")
+        raise errors.ConfigError(f"a class must be an int index or a name string, got {spec!r}.")
     key = _normalise_name(spec)
     hits = _name_table().get(key)
     if hits is None:
         close = difflib.get_close_matches(key, list(_name_table()), n=5, cutoff=0.6)
         hint = ("; close matches: " + ", ".join(f"{c!r} ({_name_table()[c][0]})" for c in close)) if close else ""
-        raise ValueError(f"unknown ImageNet class name {spec!r}{hint}. Pass an index 0..999 or another name.")
+        raise errors.ConfigError(f"unknown ImageNet class name {spec!r}{hint}. Pass an index 0..999 or another name.")
     if len(hits) > 1:
         cands = "; ".join(f"{i}: {', '.join(imagenet_classes()[i][1])}" for i in hits)
-        raise ValueError(f"ImageNet class name {spec!r} is ambiguous: {cands}. Pass the index instead.")
+        raise errors.ConfigError(f"ImageNet class name {spec!r} is ambiguous: {cands}. Pass the index instead.")
     return class_index(hits[0], num_classes)
 
 
