@@ -127,8 +127,8 @@ def test_every_launcher_runs_through_the_cli_runner():
     for name in ("find_directions", "manipulate", "demo", "train_demo"):
         source = (REPO / "experiments" / f"{name}.py").read_text()
         assert "cli.run(main)" in source and "app.run(" not in source, name
-    proc = _launch("experiments.train_demo", "--batch", "x")
-    assert proc.returncode == 2 and "--batch" in _one_error_line(proc)
+    proc = _launch("experiments.train_demo", "--config.batch", "x")
+    assert proc.returncode == 2 and "--config.batch" in _one_error_line(proc)
 
 
 def test_library_user_errors_share_one_base():
