@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -151,24 +152,25 @@ def test_latent_fns_agree_with_generate_and_each_other(gen, fx):
         assert np.abs(y - img).max() <= 1e-5
     scale = np.abs(d_zc_z).max() + np.abs(d_zc_c).max()
     assert scale > 1e-3
-    # 'z' and 'class' are the two halves of 'z+class': same float32 program up to the concatenation
+    # 'z' and 'class' are the two halves of 'z+class': same float32 program up to the concatenation. (A ReLU
+    # kink flip between the two would show here; these are single directional derivatives, so the rank-1
+    # argument of tests/parity.py does not apply. Both primal passes agree to ~1 ulp, so a flip needs a ReLU input
+    # within ~1 ulp of zero at this fixed point: rare, and then this test names the point to move.)
     assert np.abs(d_z - d_zc_z).max() <= 1e-5 * scale
     assert np.abs(d_c - d_zc_c).max() <= 1e-5 * scale
 
 
 def test_latent_fn_reuses_compilation_across_truncations(gen, fx):
     c = fx["io"]["class_vector"][0]
-    traces = []
 
     @jax.jit
+    @chex.assert_max_traces(n=1)  # a second truncation must reuse the compiled program
     def image(g, x):
-        traces.append(1)
         return g(x)
 
     z = jnp.asarray(fx["io"]["z"][0])
     a = image(gen.latent_fn("z", class_vector=c, truncation=0.4), z)
     b = image(gen.latent_fn("z", class_vector=c, truncation=0.455), z)
-    assert len(traces) == 1
     assert np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-3  # different statistics really were used
 
 

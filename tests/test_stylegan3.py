@@ -144,31 +144,7 @@ def _image_and_jacobian(gen, w) -> tuple[np.ndarray, np.ndarray]:
     return np.transpose(np.asarray(img), (2, 0, 1)), np.transpose(np.asarray(jac), (3, 1, 2, 0))
 
 
-def test_jacobian_float64(model, x64):
-    ref = _jacobian_reference(model.folder)
-    img, jac = _image_and_jacobian(model.gen, jnp.asarray(ref["w"], jnp.float64))
-    assert img.dtype == jac.dtype == np.float64  # float64 ws run the whole network in float64
-    # ... and float32 ws stay float32 with float64 enabled (no constant promotes them; checked abstractly).
-    assert jax.eval_shape(model.gen.latent_fn("w"), jnp.zeros(model.gen.w_dim, jnp.float32)).dtype == jnp.float32
-    # float64 against float64: only summation order differs (measured 2e-15); float32 anywhere would give ~1e-7.
-    assert max_abs(img, ref["img"]) <= 1e-9
-    scale = np.abs(ref["jacobian"]).max()
-    # Brief's bar, relative to max |J|; measured 7e-12 (T) and 7e-11 (R).
-    assert max_abs(jac, ref["jacobian"]) <= 1e-6 * scale
-
-
-def test_jacobian_float32(model):
-    ref = _jacobian_reference(model.folder)
-    _, jac = _image_and_jacobian(model.gen, jnp.asarray(ref["w"], jnp.float32))
-    assert jac.dtype == np.float32
-    scale = np.abs(ref["jacobian"]).max()
-    # Against the official float32 and float64 Jacobians, up to kink flips (rank-1 each, see tests/parity.py).
-    # The official float32 Jacobian of T is itself one flip (1.05e-3 of max |J|) from the float64 one, and which
-    # side of that kink our float32 lands on depends on the CPU: on AVX-512 hosts ours has matched either one.
-    # Measured residuals: 1.5e-6 (T) and 6.7e-7 (R) vs official float32; 1.7e-6 and 1.1e-6 vs float64.
-    assert kink_residual(jac, ref["jacobian_f32"], scale) <= F32_JACOBIAN_TOL
-    assert kink_residual(jac, ref["jacobian"], scale) <= F32_JACOBIAN_TOL
-
+# (Every port's float64, float32 and w+ Jacobians are checked in tests/test_ports.py.)
 
 def test_kink_residual_catches_a_wrong_op(model, monkeypatch):
     """The float32 measure can fail: a slightly wrong filtered leaky ReLU gain is caught, a kink flip is not."""

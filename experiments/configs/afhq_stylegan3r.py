@@ -12,12 +12,13 @@ Expected run time: minutes on a GPU at 512^2. ``:tiny`` runs on the StyleGAN3-R 
 from experiments.configs import base
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str | None = None):
+    a = base.parse_arg(arg, tiny=False)
     c = base.base_config()
     c.model = "stylegan3-r-afhqv2-512x512.pkl"
     c.dataset = "ffhq"
     c.regions = "eyes"
     c.num_samples = 5
-    if arg == "tiny":
+    if a.tiny:
         base.tiny(c, "stylegan3_r", "eyes", "ffhq")
     return c

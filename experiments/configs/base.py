@@ -6,8 +6,8 @@ Fields (all overridable on the command line, e.g. ``--config.num_samples 16``):
   BigGAN directory) or a directory written by ``python -m converters``.
 * ``dataset``: the namespace of region presets ('ffhq', 'ffhqu', 'biggan', 'faces' for the demo model).
 * ``regions``: comma-separated presets, or ``box:r,c,h,w`` / ``file:PATH`` / ``seg:PATH:l1+l2`` separated by ';'.
-* ``space``: 'w' (paper), 'wplus', or for BigGAN 'z' / 'class'; ``layers``: W-space layer subset ('' = all).
-* ``num_samples``, ``seed``, ``latents_file``, ``truncation_psi``, ``truncation_cutoff`` (-1 = all layers).
+* ``space``: 'w' (paper), 'wplus', or for BigGAN 'z' / 'class'; ``layers``: W-space layer subset (None = all).
+* ``num_samples``, ``seed``, ``latents_file``, ``truncation_psi``, ``truncation_cutoff`` (None = all layers).
 * ``aggregation``: 'mean' (Grams averaged over samples) or 'per_sample' (one solve per sample, as the paper).
 * ``scale_out``: 'auto' (sharded over all devices and hosts when there is more than one, else a plain loop),
   'loop' or 'sharded'; ``save_interval_secs``: checkpoint interval of the sharded path.
@@ -16,12 +16,46 @@ Fields (all overridable on the command line, e.g. ``--config.num_samples 16``):
 * ``official_full_rank``: with ``official``, the script's ``--full_rank`` run instead: ``B + tau * trace(B) * I``
   (tau = ``solver.tau``, default the paper's ``--tao`` 1e-3), solved in float64 as the script does.
 * ``jacobian``: tangent_chunk, preprocess ('none' | 'official'), strategy, memory_budget_gib.
-* ``solver``: k, regularization ('auto' | 'paper' | 'none'; 'whiten' only), tau (-1 = default), method ('whiten' |
+* ``solver``: k, regularization ('auto' | 'paper' | 'none'; 'whiten' only), tau (None = default), method ('whiten' |
   'official' | 'official_full_rank'; see ``regfac_jax.directions.generalized_eigh``).
 * ``manipulate``: indices, layers (paper: '4-7'), step_start/step_stop/num_steps (paper: -10, 10, 7),
   truncation_psi / truncation_cutoff (paper: 0.7 on the first 8 layers), num_samples, seed.
 """
 import ml_collections
+from ml_collections import config_dict
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """Parses a config's argument (``--config file.py:ARG``) into typed fields.
+
+    ``ARG`` is a comma-separated list of ``key=value`` pairs and bare ``key`` flags (``key`` alone means True):
+    ``parse_arg("preset=eyesr2,tiny", preset="eyes", tiny=False)`` gives ``preset='eyesr2', tiny=True``. Every key
+    must be one of ``defaults``; values take the type of their default.
+
+    Raises:
+      ValueError: an unknown key, or a value that does not parse as its default's type.
+    """
+    out = ml_collections.ConfigDict(defaults)
+    for item in filter(None, (part.strip() for part in (arg or "").split(","))):
+        key, has_value, value = item.partition("=")
+        if key not in defaults:
+            raise ValueError(f"Unknown config argument {key!r} in {arg!r}; this config takes {sorted(defaults)} "
+                             "(e.g. 'key=value,flag').")
+        default = defaults[key]
+        if not has_value:
+            if not isinstance(default, bool):
+                raise ValueError(f"Config argument {key!r} needs a value ({key}=...), got {arg!r}.")
+            out[key] = True
+        elif isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"Config argument {key}={value!r} is not a boolean.")
+            out[key] = value.lower() in ("true", "1")
+        else:
+            try:
+                out[key] = type(default)(value)
+            except ValueError as err:
+                raise ValueError(f"Config argument {key}={value!r} is not a {type(default).__name__}.") from err
+    return out
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -30,12 +64,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.dataset = "faces"
     c.regions = "eyes"
     c.space = "w"
-    c.layers = ""
+    c.layers = config_dict.placeholder(str)
     c.num_samples = 5
     c.seed = 4
-    c.latents_file = ""
+    c.latents_file = config_dict.placeholder(str)
     c.truncation_psi = 1.0
-    c.truncation_cutoff = -1
+    c.truncation_cutoff = config_dict.placeholder(int)
     c.noise_mode = "const"
     c.translate = (0.0, 0.0)
     c.rotate = 0.0
@@ -49,7 +83,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.overwrite = False
     c.jacobian = ml_collections.ConfigDict(dict(tangent_chunk=64, preprocess="none", strategy="auto",
                                                 memory_budget_gib=2.0))
-    c.solver = ml_collections.ConfigDict(dict(k=20, regularization="auto", tau=-1.0, method="whiten"))
+    c.solver = ml_collections.ConfigDict(dict(k=20, regularization="auto", tau=config_dict.placeholder(float),
+                                              method="whiten"))
     c.manipulate = ml_collections.ConfigDict(dict(indices="0", layers="4-7", step_start=-10.0, step_stop=10.0,
                                                   num_steps=7, truncation_psi=0.7, truncation_cutoff=8,
                                                   num_samples=4, seed=0))
@@ -66,6 +101,6 @@ def tiny(c: ml_collections.ConfigDict, fixture: str, regions: str, dataset: str 
     c.solver.k = 5
     c.manipulate.num_samples = 2
     c.manipulate.num_steps = 3
-    c.manipulate.layers = ""
-    c.manipulate.truncation_cutoff = -1
+    c.manipulate.layers = None
+    c.manipulate.truncation_cutoff = None
     return c

@@ -12,7 +12,8 @@ Expected run time: minutes on a GPU. ``:tiny`` runs on the BigGAN fixture (32x32
 from experiments.configs import base
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str | None = None):
+    a = base.parse_arg(arg, tiny=False)
     c = base.base_config()
     c.model = "biggan-deep-256"
     c.dataset = "biggan"
@@ -21,7 +22,7 @@ def get_config(arg: str = ""):
     c.classes = "207"
     c.truncation = 0.4
     c.num_samples = 5
-    if arg == "tiny":
+    if a.tiny:
         base.tiny(c, "biggan", "center1", "biggan")
         c.classes = "3"
     return c

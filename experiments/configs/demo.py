@@ -9,13 +9,16 @@ import dataclasses
 
 import ml_collections
 
+from experiments.configs import base
+
 from regfac_jax.demo import DemoConfig
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str | None = None):
+    a = base.parse_arg(arg, tiny=False)
     fields = {f.name: f.default for f in dataclasses.fields(DemoConfig)}
     fields["regions"] = ",".join(fields["regions"])  # a comma-separated string on the command line
     c = ml_collections.ConfigDict({**fields, "overwrite": False})
-    if arg == "tiny":
+    if a.tiny:
         c.num_discovery, c.num_eval, c.num_ganspace, c.calibration_iters, c.robustness = 2, 4, 256, 8, False
     return c

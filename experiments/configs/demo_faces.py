@@ -10,17 +10,18 @@ the baselines and the locality table is ``python -m experiments.demo``.
 from experiments.configs import base
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str | None = None):
+    a = base.parse_arg(arg, tiny=False)
     c = base.base_config()
     c.model = "demo"
     c.dataset = "faces"
     c.regions = "eyes,mouth,hair"
     c.num_samples = 8
-    c.manipulate.layers = ""  # the demo model's directions are found for w in every layer
+    c.manipulate.layers = None  # the demo model's directions are found for w in every layer
     c.manipulate.truncation_psi = 1.0
-    c.manipulate.truncation_cutoff = -1
+    c.manipulate.truncation_cutoff = None
     c.manipulate.step_start, c.manipulate.step_stop = -3.0, 3.0
-    if arg == "tiny":
+    if a.tiny:
         c.num_samples = 2
         c.solver.k = 5
         c.manipulate.num_samples = 2

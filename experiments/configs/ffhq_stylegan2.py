@@ -17,7 +17,8 @@ GPU (not measured here: no GPU); hours on a CPU. ``:tiny`` runs on the 32x32 Sty
 from experiments.configs import base
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str | None = None):
+    a = base.parse_arg(arg, tiny=False)
     c = base.base_config()
     c.model = "stylegan2-ffhq-1024x1024.pkl"
     c.dataset = "ffhq"
@@ -25,6 +26,6 @@ def get_config(arg: str = ""):
     c.num_samples = 5
     c.aggregation = "per_sample"
     c.jacobian.tangent_chunk = 32
-    if arg == "tiny":
+    if a.tiny:
         base.tiny(c, "stylegan2", "eyes,mouth")
     return c

@@ -14,12 +14,13 @@ body. Expected run time: as the FFHQ config, at 512^2. ``:tiny`` runs on the Sty
 from experiments.configs import base
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str | None = None):
+    a = base.parse_arg(arg, tiny=False)
     c = base.base_config()
     c.model = "stylegan2-car-config-f.pkl"
     c.dataset = "lsun_car"
     c.regions = "box:180,70,60,70;box:180,186,60,70;box:128,128,100,230"
     c.num_samples = 5
-    if arg == "tiny":
+    if a.tiny:
         base.tiny(c, "stylegan2", "box:180,70,60,70;box:128,128,100,230")
     return c

@@ -12,12 +12,13 @@ Expected run time: minutes on a GPU at 256^2 (the 'materialize' strategy fits). 
 from experiments.configs import base
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str | None = None):
+    a = base.parse_arg(arg, tiny=False)
     c = base.base_config()
     c.model = "stylegan2-church-config-f.pkl"
     c.dataset = "lsun_church"
     c.regions = "box:80,128,100,60;box:30,128,50,256"
     c.num_samples = 5
-    if arg == "tiny":
+    if a.tiny:
         base.tiny(c, "stylegan2", "box:80,128,100,60")
     return c

@@ -9,15 +9,18 @@ with other jobs; the second resumed; its config.json records the exact step coun
 """
 import ml_collections
 
+from experiments.configs import base
 
-def get_config(arg: str = ""):
+
+def get_config(arg: str | None = None):
+    a = base.parse_arg(arg, tiny=False)
     c = ml_collections.ConfigDict()
     c.steps = 20000          # total iterations (one D and one G step each); training stops at this step
     c.max_minutes = 45.0     # ... or after this much wall time in one invocation (a checkpoint is written)
     c.batch = 16
     c.seed = 0               # initialisation, noise and the data stream
     c.ckpt_every = 250       # checkpoint interval in steps
-    c.tiny = arg == "tiny"
+    c.tiny = a.tiny
     c.export = ml_collections.config_dict.placeholder(str)  # write the EMA generator here (npz, json, SHA256SUMS)
     c.docs = ml_collections.config_dict.placeholder(str)    # write sample/real grids and the distribution check
     if c.tiny:
