@@ -458,6 +458,9 @@ def test_hammer_without_kwargs_uses_hammer_defaults(tmp_path, sg2):
     hammer = official_to_hammer_sg2(sg2["params"])
     torch.save({"models": {"generator": {k: torch.from_numpy(v) for k, v in hammer.items()}}}, path)
     config = formats.read_checkpoint(path).config
+    assert formats.read_checkpoint(path, network="generator").config == config  # named explicitly: the same
+    with pytest.raises(CheckpointFormatError, match="no generator 'generator_smooth'; its models are"):
+        formats.read_checkpoint(path, network="generator_smooth")
     # ReSeFa builds its StyleGAN2Generator with Hammer's default conv_clamp=None; everything else is unchanged.
     assert config["synthesis_kwargs"].pop("conv_clamp") is None
     want = json.loads(json.dumps(sg2["config"]))
