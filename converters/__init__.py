@@ -4,7 +4,9 @@ Public contract:
 
 * ``convert_state_dict(kind, state_dict, config)`` -> generator object, where ``state_dict`` maps official key
   names to numpy arrays and ``config`` is the official constructor kwargs. Strict: every key used exactly once.
-* ``load(path)`` -> generator object; the file format is detected by content (see ``converters.formats``).
+* ``load(path, network=None)`` -> generator object; the file format is detected by content (see
+  ``converters.formats``). ``network`` names the entry of a multi-network file to load (NVlabs snapshots:
+  ``'G_ema'`` by default, ``'G'`` on request; see ``converters.nvlabs``).
 """
 from __future__ import annotations
 
@@ -26,10 +28,15 @@ def convert_state_dict(kind: str, state_dict, config: dict):
     return importlib.import_module(_CONVERTERS[kind]).convert(state_dict, config)
 
 
-def load(path):
-    """Loads any supported checkpoint file or directory; the format is detected by content."""
+def load(path, network: str | None = None):
+    """Loads any supported checkpoint file or directory; the format is detected by content.
+
+    ``network`` picks an entry of a multi-network file: an NVlabs snapshot's ``'G_ema'`` (the default, which a
+    file must hold unless another entry is named) or ``'G'``; a Hammer file's ``'generator_smooth'`` or
+    ``'generator'``.
+    """
     from converters import formats  # local import: keeps `import converters` light
-    return formats.load(path)
+    return formats.load(path, network=network)
 
 
 __all__ = ["ConversionError", "convert_state_dict", "load"]

@@ -1,6 +1,6 @@
 """Converts a PyTorch checkpoint to a regfac-jax generator directory.
 
-    python -m converters --src stylegan2-ffhq-1024x1024.pkl --dst converted/sg2_ffhq [--overwrite]
+    python -m converters --src stylegan2-ffhq-1024x1024.pkl --dst converted/sg2_ffhq [--overwrite] [--network G]
 
 The source format is detected from its content (see :mod:`converters.formats`); nothing in it is executed.
 The destination (an orbax checkpoint plus generator.json) is written to a temporary directory and renamed
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkpoint file or directory (NVlabs .pkl, Hammer .pth, state_dict + JSON, BigGAN dir)")
     parser.add_argument("--dst", required=True, type=pathlib.Path, help="output directory (must not exist)")
     parser.add_argument("--overwrite", action="store_true", help="replace --dst if it exists")
+    parser.add_argument("--network", default=None,
+                        help="entry of a multi-network file to convert (NVlabs snapshot: G_ema by default, or G)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # orbax/absl stay quiet
     log.setLevel(logging.INFO)
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from converters import formats
     from regfac_jax import checkpoint
     try:
-        gen = formats.load(args.src)
+        gen = formats.load(args.src, network=args.network)
     except (ValueError, FileNotFoundError) as err:  # format, safety and conversion errors all derive from these
         log.error("cannot convert %s: %s", args.src, err)
         return 1

@@ -2,12 +2,14 @@
 
 Supported sources:
 
-* NVlabs snapshot pickles (stylegan2-ada-pytorch, stylegan3): ``G_ema`` (else ``G``) is taken; its class
-  decides the kind; its module state is flattened to the names ``state_dict()`` would give; its
-  ``init_kwargs`` are the config.
+* NVlabs snapshot pickles (stylegan2-ada-pytorch, stylegan3; pickle protocols 2-5): ``G_ema`` is taken, or
+  the entry named by ``network`` (e.g. ``'G'``); a file without ``G_ema`` is refused unless one is named. The
+  class decides the kind; the module state is flattened to the names ``state_dict()`` would give; the
+  ``init_kwargs`` become the config (every official layout, see :mod:`converters.nvlabs`).
 * Hammer / ReSeFa checkpoints (``torch.save({'models': {'generator_smooth' | 'generator': state_dict}})``):
-  Hammer key names are mapped to the official ones (``_hammer_sg2_key``, ``_hammer_sg3_key``) and the config is
-  inferred from the tensor shapes.
+  ``generator_smooth`` (else ``generator``) is taken, or the entry named by ``network``; Hammer key names are
+  mapped to the official ones (``_hammer_sg2_key``, ``_hammer_sg3_key``) and the config is inferred from the
+  tensor shapes.
 * a plain state_dict (``torch.save(G.state_dict())``, zip or legacy, or a ``.npz``) with a config JSON
   beside it (``<file stem>.json`` or ``config.json``);
 * a pytorch-pretrained-biggan directory (``config.json`` + ``pytorch_model.bin``);
@@ -27,19 +29,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from converters.common import ConversionError
+from converters.nvlabs import NVLABS_KINDS, module_state_dict, port_config, read_snapshot
 from converters.torch_pickle import (CheckpointFormatError, PersistentObject, TorchModule, UnsafeCheckpointError,
                                      read_torch_file)
 
 __all__ = ["CheckpointFormatError", "Checkpoint", "UnsafeCheckpointError", "load", "module_state_dict",
            "read_checkpoint"]
 
-# The official Generator classes and the port that runs each.
-NVLABS_KINDS = {
-    "training.networks.Generator": "stylegan2",            # NVlabs/stylegan2-ada-pytorch
-    "training.networks_stylegan2.Generator": "stylegan2",  # NVlabs/stylegan3's copy of StyleGAN2
-    "training.networks_stylegan3.Generator": "stylegan3",  # NVlabs/stylegan3
-}
-_POSITIONAL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")  # both official Generators
 _LEGACY_HINT = ("the official converter https://github.com/NVlabs/stylegan2-ada-pytorch/blob/main/legacy.py "
                 "(python legacy.py --source=OLD.pkl --dest=NEW.pkl)")
 
@@ -61,8 +57,14 @@ class Checkpoint:
     source: str
 
 
-def load(path: str | os.PathLike):
+def load(path: str | os.PathLike, network: str | None = None):
     """Loads any supported checkpoint (file or directory) as a generator object.
+
+    Args:
+      path: the checkpoint file or directory.
+      network: which entry of a multi-network file to load: for NVlabs snapshots 'G_ema' (the default; a file
+        without it is refused unless another is named) or 'G'; for Hammer files 'generator_smooth' (default,
+        else 'generator') or 'generator'. Must be None for single-network formats.
 
     Raises:
       CheckpointFormatError: unsupported, damaged or unrecognised content (the message says which).
@@ -73,8 +75,9 @@ def load(path: str | os.PathLike):
     if path.is_dir():
         from regfac_jax import checkpoint
         if checkpoint.is_generator_dir(path):
+            _single_network(network, path, "converted generator directory")
             return checkpoint.load_generator(path)
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, network)
     if ckpt.kind == "biggan":
         from converters import biggan
         return biggan.convert(ckpt.state_dict, ckpt.config)
@@ -82,19 +85,32 @@ def load(path: str | os.PathLike):
     return converters.convert_state_dict(ckpt.kind, ckpt.state_dict, ckpt.config)
 
 
-def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Reads a checkpoint into official names and config without building the JAX generator."""
+def read_checkpoint(path: str | os.PathLike, network: str | None = None) -> Checkpoint:
+    """Reads a checkpoint into official names and config without building the JAX generator.
+
+    ``network`` selects an entry of a multi-network file, as in :func:`load`.
+    """
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist.")
     if path.is_dir():
+        _single_network(network, path, "directory")
         return _read_directory(path)
     head = _head(path)
     _reject_non_checkpoints(path, head)
     if head.startswith(b"PK\x03\x04") and _is_npz(path):
+        _single_network(network, path, "NumPy .npz state_dict")
         return _from_plain(_read_npz(path), path, "NumPy .npz state_dict")
     tree = read_torch_file(path)
-    return _interpret(tree, path)
+    return _interpret(tree, path, network)
+
+
+def _single_network(network: str | None, path, what: str) -> None:
+    if network is not None:
+        raise CheckpointFormatError(
+            f"{path} is a {what}, which holds one generator; network={network!r} only selects an entry of a "
+            "multi-network file (an NVlabs snapshot: 'G_ema', 'G'; a Hammer checkpoint: 'generator_smooth', "
+            "'generator'). Leave it out (drop the ':NAME' suffix of the model spec).")
 
 
 # ---- content sniffing ----------------------------------------------------------------------------------------
@@ -174,14 +190,14 @@ def _read_directory(path: pathlib.Path) -> Checkpoint:
 
 # ---- interpreting the object tree ----------------------------------------------------------------------------
 
-def _interpret(tree: Any, path: pathlib.Path) -> Checkpoint:
-    if isinstance(tree, PersistentObject):
-        tree = {"G_ema": tree}
+def _interpret(tree: Any, path: pathlib.Path, network: str | None) -> Checkpoint:
+    if isinstance(tree, PersistentObject) or (
+            isinstance(tree, Mapping) and any(isinstance(v, PersistentObject) for v in tree.values())):
+        return Checkpoint(*read_snapshot(tree, path, network))
+    if isinstance(tree, Mapping) and "models" in tree and isinstance(tree["models"], Mapping):
+        return _from_hammer(tree, path, network)
+    _single_network(network, path, "single-network checkpoint")
     if isinstance(tree, Mapping):
-        if any(isinstance(v, PersistentObject) for v in tree.values()):
-            return _from_nvlabs(tree, path)
-        if "models" in tree and isinstance(tree["models"], Mapping):
-            return _from_hammer(tree, path)
         if tree and all(isinstance(v, np.ndarray) for v in tree.values()):
             return _from_plain(_state_dict_from_tree(tree, path), path, "torch.save state_dict")
         for key in ("state_dict", "model", "g_ema", "G_ema", "generator"):
@@ -202,73 +218,6 @@ def _state_dict_from_tree(tree: Any, path) -> dict:
     if not isinstance(tree, Mapping) or not all(isinstance(v, np.ndarray) for v in tree.values()):
         raise CheckpointFormatError(f"{path} is not a state_dict (a mapping of names to tensors).")
     return {str(k): v for k, v in tree.items()}
-
-
-def module_state_dict(obj: PersistentObject | TorchModule, prefix: str = "") -> dict:
-    """The ``state_dict()`` a module record would produce: parameters, persistent buffers, then submodules."""
-    state = obj.state
-    out: dict[str, np.ndarray] = {}
-    for name, value in (state.get("_parameters") or {}).items():
-        if value is not None:
-            out[prefix + name] = value
-    skip = set(state.get("_non_persistent_buffers_set") or ())
-    for name, value in (state.get("_buffers") or {}).items():
-        if value is not None and name not in skip:
-            out[prefix + name] = value
-    for name, child in (state.get("_modules") or {}).items():
-        if isinstance(child, (PersistentObject, TorchModule)):
-            out.update(module_state_dict(child, f"{prefix}{name}."))
-        elif child is not None:
-            raise CheckpointFormatError(f"submodule {prefix}{name} is a {type(child).__name__}, not a module.")
-    return out
-
-
-def _nvlabs_kind(g: PersistentObject, sd: Mapping, path) -> str:
-    by_structure = ("stylegan2" if "synthesis.b4.const" in sd else
-                    "stylegan3" if "synthesis.input.freqs" in sd else None)
-    by_class = NVLABS_KINDS.get(g.qualified_name)
-    if g.class_name != "Generator" or by_structure is None:
-        raise CheckpointFormatError(
-            f"{path}: the generator entry is a {g.qualified_name} whose parameters match neither the StyleGAN2 "
-            "(synthesis.b4.const) nor the StyleGAN3 (synthesis.input.freqs) generator; only "
-            f"{sorted(NVLABS_KINDS)} are supported.")
-    if by_class is not None and by_class != by_structure:
-        raise CheckpointFormatError(f"{path}: class {g.qualified_name} implies {by_class} but its parameters are "
-                                    f"those of {by_structure}; the file is inconsistent.")
-    return by_structure
-
-
-def _from_nvlabs(tree: Mapping, path: pathlib.Path) -> Checkpoint:
-    entry = "G_ema" if isinstance(tree.get("G_ema"), PersistentObject) else (
-        "G" if isinstance(tree.get("G"), PersistentObject) else None)
-    if entry is None:
-        nets = sorted(k for k, v in tree.items() if isinstance(v, PersistentObject))
-        if any(k.startswith("D") for k in nets):
-            raise CheckpointFormatError(
-                f"{path} holds only a discriminator ({nets}); a generator (G_ema or G) is needed. Use the full "
-                "network snapshot (network-snapshot-*.pkl), which holds G, D and G_ema.")
-        raise CheckpointFormatError(f"{path} is an NVlabs pickle without G_ema or G (it holds {nets}).")
-    g = tree[entry]
-    sd = module_state_dict(g)
-    kind = _nvlabs_kind(g, sd, path)
-    config = dict(g.init_kwargs)
-    for name, value in zip(_POSITIONAL, g.init_args):
-        config.setdefault(name, value)
-    config = _plain_json(config)
-    return Checkpoint(kind, sd, config, f"NVlabs pickle {path} [{entry}: {g.qualified_name}]")
-
-
-def _plain_json(value: Any) -> Any:
-    """Turns numpy scalars/arrays and tuples inside a config into JSON types."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain_json(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 # ---- plain state_dicts and their config JSON -----------------------------------------------------------------
@@ -312,7 +261,7 @@ def _parse_config(cfg: Any, cfg_path: pathlib.Path) -> tuple[str, dict]:
             if kind is None:
                 raise CheckpointFormatError(f"{cfg_path}: class {cfg['class_name']!r} is not one of "
                                             f"{sorted(NVLABS_KINDS)}.")
-            return kind, dict(cfg["init_kwargs"])
+            return kind, port_config(str(cfg["class_name"]), kind, cfg["init_kwargs"], cfg_path)
         if "attention_layer_position" in cfg and "layers" in cfg:
             return "biggan", dict(cfg)
     raise CheckpointFormatError(
@@ -353,9 +302,13 @@ def _looks_like_hammer(sd: Mapping) -> bool:
     return any(k.startswith(("synthesis.early_layer.", "mapping.dense0.", "synthesis.layer0.")) for k in sd)
 
 
-def _from_hammer(tree: Mapping, path: pathlib.Path) -> Checkpoint:
+def _from_hammer(tree: Mapping, path: pathlib.Path, network: str | None = None) -> Checkpoint:
     models = tree["models"]
-    entry = next((k for k in ("generator_smooth", "generator") if isinstance(models.get(k), Mapping)), None)
+    if network is not None and not (isinstance(models.get(network), Mapping) and "discriminator" not in network):
+        raise CheckpointFormatError(f"{path}: the Hammer checkpoint has no generator {network!r}; its models are "
+                                    f"{sorted(map(str, models))}.")
+    entry = network or next((k for k in ("generator_smooth", "generator") if isinstance(models.get(k), Mapping)),
+                            None)
     if entry is None:
         if any("discriminator" in str(k) for k in models):
             raise CheckpointFormatError(f"{path} holds only a discriminator ({sorted(models)}); a generator "

@@ -17,6 +17,8 @@ Formats handled:
   followed by its bytes;
 * plain pickles (NVlabs ``.pkl`` snapshots are ``pickle.dump`` of a dict of modules), in which each storage
   reduces through ``torch.storage._load_from_bytes`` wrapping a complete legacy ``torch.save`` byte string.
+  Pickle protocols 2 to 5 are read; protocol 2 (any file re-saved with ``protocol=2``) writes those byte strings
+  as ``_codecs.encode(text, 'latin1')``, the one use of ``_codecs.encode`` the allow-list accepts.
 
 Public API: :func:`read_torch_file`, :func:`read_state_dict`, :func:`unpickle_restricted`.
 """
@@ -308,6 +310,26 @@ def _numpy_frombuffer(buf, dtype, shape, order):
     return arr.reshape(_check_ints("shape", shape), order=order if order in ("C", "F") else "C")
 
 
+def _latin1_bytes(*args) -> bytes:
+    """Stand-in for ``_codecs.encode``, allowed for one construction only: ``encode(<str>, 'latin1')``.
+
+    Pickle protocols 0-2 have no bytes opcode, so Python writes every ``bytes`` object (in NVlabs pickles: each
+    tensor storage's embedded ``torch.save`` byte string) as ``_codecs.encode(text, 'latin1')``, where ``text``
+    holds one character per byte. Any other encoding, argument type or argument count is refused: other codecs
+    (e.g. 'zlib', 'base64', 'rot13') are not how pickle stores bytes, and nothing else needs this global.
+    """
+    if len(args) != 2 or type(args[0]) is not str or type(args[1]) is not str or args[1] != "latin1":
+        shown = ", ".join(repr(a[:20]) if type(a) is str and i else type(a).__name__ for i, a in enumerate(args))
+        raise UnsafeCheckpointError(
+            f"refusing to load: the pickle calls _codecs.encode({shown}); only encode(<str>, 'latin1'), the way "
+            "pickle protocol 2 stores bytes, is allowed. Nothing from the file was run.")
+    try:
+        return args[0].encode("latin1")
+    except UnicodeEncodeError:
+        raise CheckpointFormatError("malformed protocol-2 bytes: _codecs.encode(text, 'latin1') with a character "
+                                    "above U+00FF (not one byte per character).") from None
+
+
 # ---- the allow-list ---------------------------------------------------------------------------------------
 
 def _allowed_globals() -> dict[tuple[str, str], Any]:
@@ -334,6 +356,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
         ("dnnlib.util", "EasyDict"): dict,
         ("dnnlib", "EasyDict"): dict,
+        ("_codecs", "encode"): _latin1_bytes,  # protocol-2 bytes; the stand-in accepts only (str, 'latin1')
     }
     for name, code in _TORCH_DTYPES.items():
         table[("torch", name)] = _DType(name, code)

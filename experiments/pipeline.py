@@ -74,21 +74,28 @@ def load_model(spec: str):
     ``'demo'`` is the shipped model; ``'fixture:<name>'`` a reference fixture (params.npz + config.json under
     ``$REGFAC_FIXTURES`` or ``../shared/fixtures``); a directory written by ``python -m converters`` is loaded back;
     anything else goes to ``converters.load`` (NVlabs .pkl, Hammer .pth, state_dict + JSON, BigGAN directory).
+    ``<file>:<network>`` (e.g. ``snapshot.pkl:G``) loads the named entry of a multi-network file, which
+    ``converters.load`` takes as ``network=`` (NVlabs snapshots: ``G_ema`` by default, which they must hold
+    unless another entry is named). A spec that exists as a path as a whole is always that path.
     """
     if spec == "demo":
         from regfac_jax import demo
         return demo.load_demo_generator()
     if spec.startswith("fixture:"):
         return load_fixture(spec.split(":", 1)[1])
-    path = pathlib.Path(spec).expanduser()
+    path, network = pathlib.Path(spec).expanduser(), None
+    head, sep, tail = spec.rpartition(":")
+    if not path.exists() and sep and head and tail.isidentifier():
+        path, network = pathlib.Path(head).expanduser(), tail
     if not path.exists():
-        raise FileNotFoundError(f"Model {spec!r} not found: give 'demo', 'fixture:<name>', a checkpoint file or a "
-                                "converted checkpoint directory.")
+        raise FileNotFoundError(f"Model {spec!r} not found: give 'demo', 'fixture:<name>', a checkpoint file (with "
+                                "an optional ':<network>' suffix such as 'snapshot.pkl:G') or a converted "
+                                "checkpoint directory.")
     from regfac_jax import checkpoint
-    if path.is_dir() and checkpoint.is_generator_dir(path):
+    if network is None and path.is_dir() and checkpoint.is_generator_dir(path):
         return checkpoint.load_generator(path)
     import converters
-    return converters.load(path)
+    return converters.load(path, network=network)
 
 
 def load_fixture(name: str):

@@ -6,6 +6,7 @@ torch is used here only to WRITE files (as researchers' files were written); eve
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -17,7 +18,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from converters import ConversionError, convert_state_dict, formats
+import converters
+from converters import ConversionError, convert_state_dict, formats, nvlabs
 from converters.common import flatten
 from converters.torch_pickle import CheckpointFormatError, read_state_dict, read_torch_file
 from regfac_jax import checkpoint
@@ -141,12 +143,19 @@ class Persistent(torch.nn.Module):
         return (_reconstruct_persistent_obj, (meta,), None)
 '''
 EASYDICT_STANDIN = "class EasyDict(dict):\n    pass\n"
-# Only the text of the official source matters to the loader (it is never executed); these lines are what its
-# module guess looks for.
-SG2_SRC = "class SynthesisBlock(torch.nn.Module):\n    pass  # training/networks.py of stylegan2-ada-pytorch\n"
-SG3_SRC = "class SynthesisInput(torch.nn.Module):\n    pass  # uses filtered_lrelu\n"
+# Only the text of the official source matters to the loader (it is never executed): these are the features by
+# which it tells the official files apart (the class each defines; the paper title in the docstring of
+# NVlabs/stylegan3's StyleGAN2 file; the filtered_lrelu op of the StyleGAN3 file).
+SOURCES = {
+    "stylegan2-ada-pytorch": "class SynthesisBlock(torch.nn.Module):\n    pass  # training/networks.py\n",
+    "stylegan3/networks_stylegan2": ('"""Networks of "Analyzing and Improving the Image Quality of StyleGAN"."""\n'
+                                     "class SynthesisBlock(torch.nn.Module):\n    pass\n"),
+    "stylegan3/networks_stylegan3": "class SynthesisInput(torch.nn.Module):\n    pass  # uses filtered_lrelu\n",
+    "augment": "class AugmentPipe(torch.nn.Module):\n    pass  # training/augment.py\n",
+}
 BUFFER_NAMES = ("w_avg", "noise_const", "resample_filter", "up_filter", "down_filter", "magnitude_ema",
-                "transform", "freqs", "phases")
+                "transform", "freqs", "phases", "p")
+PROTOCOLS = (2, 3, 4, 5)  # 2: any file re-saved with protocol=2 (bytes as _codecs.encode); 4: pickle.dump's default
 
 
 @pytest.fixture
@@ -210,49 +219,188 @@ def assert_same_generator(gen, sg2):
     assert max_abs(img, sg2["io"]["img"]) <= PARITY_TOL
 
 
-def write_nvlabs_pkl(path, standin, params, class_src, init_kwargs, entries=("G", "D", "G_ema")):
+def training_weights(params: dict) -> dict:
+    """Stand-in for the raw training generator G: same shapes as G_ema, different values (a 0.5 offset)."""
+    return {k: v + np.float32(0.5) for k, v in params.items()}
+
+
+def write_snapshot(path, standin, params, src, init_kwargs, entries=("G", "D", "G_ema", "augment_pipe"),
+                   protocol=pickle.DEFAULT_PROTOCOL):
+    """A training snapshot as NVIDIA's training_loop.py writes it: G, D, G_ema, augment_pipe, training_set_kwargs.
+
+    G_ema holds ``params``; G holds :func:`training_weights` of them, so loading the wrong one shows.
+    """
     persistence, util = standin
-    g = build_persistent(persistence, util.EasyDict, params, "Generator", class_src, init_kwargs)
-    d = build_persistent(persistence, util.EasyDict, {"b4.out.weight": np.ones((1, 4), np.float32)},
-                         "Discriminator", class_src, {"c_dim": 0})
-    data = {"G": g, "D": d, "G_ema": g, "augment_pipe": None,
-            "training_set_kwargs": util.EasyDict(resolution=32, xflip=False)}
+    make = functools.partial(build_persistent, persistence, util.EasyDict)
+    nets = {
+        "G": lambda: make(training_weights(params), "Generator", src, init_kwargs),
+        "D": lambda: make({"b4.out.weight": np.ones((1, 4), np.float32)}, "Discriminator", src,
+                          {"c_dim": 0, "img_resolution": 32, "img_channels": 3}),
+        "G_ema": lambda: make(params, "Generator", src, init_kwargs),
+        "augment_pipe": lambda: make({"p": np.float32(0.2)}, "AugmentPipe", SOURCES["augment"], {"xflip": 1}),
+    }
+    data = {k: nets[k]() for k in nets if k in entries}
+    data["training_set_kwargs"] = dict(class_name="training.dataset.ImageFolderDataset", path="/data/ffhq.zip",
+                                       use_labels=False, max_size=70000, xflip=True, resolution=32, random_seed=0)
     with open(path, "wb") as f:
-        pickle.dump({k: v for k, v in data.items() if k in entries or not isinstance(v, torch.nn.Module)}, f)
+        pickle.dump(data, f, protocol=protocol)
+    return path
 
 
-def test_nvlabs_stylegan2_pickle(tmp_path, standin, sg2):
-    path = tmp_path / "network-snapshot.pkl"
-    write_nvlabs_pkl(path, standin, sg2["params"], SG2_SRC, sg2["config"])
+# Every class and init_kwargs layout a snapshot's generator can have (converters/nvlabs.py lists where each comes
+# from), with the fixture whose weights it carries and the port config it must map to.
+_SG2_SIZES = dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3)
+_SG2_LEGACY_MAPPING = dict(num_layers=2, embed_features=None, layer_features=None, activation="lrelu",
+                           lr_multiplier=0.01, w_avg_beta=0.995)
+_SG2_LEGACY_SYNTHESIS = dict(channel_base=1024, channel_max=64, num_fp16_res=0, conv_clamp=256, architecture="skip",
+                             resample_filter=[1, 3, 3, 1], use_noise=True, activation="lrelu")
+_SG3_TRAIN_KWARGS = dict(z_dim=32, w_dim=32, mapping_kwargs={"num_layers": 2}, channel_base=1024, channel_max=64,
+                         fused_modconv_default="inference_only", c_dim=0, img_resolution=32, img_channels=3)
+LAYOUTS = {
+    # stylegan2-ada-pytorch train.py: training.networks.Generator, synthesis options under synthesis_kwargs.
+    "sg2ada-train": ("stylegan2", "stylegan2-ada-pytorch", "training.networks.Generator", None, None),
+    # stylegan2-ada-pytorch legacy.py (a TensorFlow pickle converted): every option spelt out.
+    "sg2ada-legacy": ("stylegan2", "stylegan2-ada-pytorch", "training.networks.Generator",
+                      {**_SG2_SIZES, "mapping_kwargs": _SG2_LEGACY_MAPPING, "synthesis_kwargs": _SG2_LEGACY_SYNTHESIS},
+                      None),
+    # stylegan3 train.py --cfg=stylegan2: flat, fused_modconv_default added, conv_clamp and num_fp16_res left to
+    # the class defaults (256 and 4; only --fp32 sets them).
+    "sg3-stylegan2-train": ("stylegan2", "stylegan3/networks_stylegan2", "training.networks_stylegan2.Generator",
+                            _SG3_TRAIN_KWARGS,
+                            {**_SG2_SIZES, "mapping_kwargs": {"num_layers": 2, "w_avg_beta": 0.998},
+                             "synthesis_kwargs": {"channel_base": 1024, "channel_max": 64, "conv_clamp": 256,
+                                                  "num_fp16_res": 4}}),
+    # stylegan3 legacy.py (a TensorFlow pickle converted; how the released stylegan2-*.pkl were made): flat, all.
+    "sg3-stylegan2-legacy": ("stylegan2", "stylegan3/networks_stylegan2", "training.networks_stylegan2.Generator",
+                             {**_SG2_SIZES, **_SG2_LEGACY_SYNTHESIS, "mapping_kwargs": _SG2_LEGACY_MAPPING},
+                             {**_SG2_SIZES, "mapping_kwargs": _SG2_LEGACY_MAPPING,
+                              "synthesis_kwargs": _SG2_LEGACY_SYNTHESIS}),
+    # stylegan3 train.py --cfg=stylegan3-t / -r (the fixtures' init_kwargs are exactly what that records).
+    "sg3-t": ("stylegan3_t", "stylegan3/networks_stylegan3", "training.networks_stylegan3.Generator", None, None),
+    "sg3-r": ("stylegan3_r", "stylegan3/networks_stylegan3", "training.networks_stylegan3.Generator", None, None),
+}
+
+
+@pytest.fixture(scope="module")
+def references(fixtures_dir):
+    """Per fixture: weights, config, io and one generator converted from params.npz (compiled once, reused)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            params, meta, io = load_fixture(fixtures_dir, name)
+            kind = "stylegan3" if name.startswith("stylegan3") else "stylegan2"
+            cache[name] = dict(params=params, config=meta["init_kwargs"], io=io,
+                               gen=convert_state_dict(kind, params, meta["init_kwargs"]))
+        return cache[name]
+    return get
+
+
+def render(gen, ref) -> np.ndarray:
+    """``gen``'s images for the fixture inputs, through ``ref``'s already compiled program.
+
+    A port's program is a pure function of its spec (everything derived from the config); the weights are
+    arguments. So for the same class and an equal spec, running ``ref``'s compiled functions on ``gen``'s params
+    and buffers IS running ``gen`` (and saves a multi-second compile per case).
+    """
+    assert type(gen) is type(ref["gen"]) and gen.spec == ref["gen"].spec
+    saved = ref["gen"].params, ref["gen"].buffers
+    ref["gen"].params, ref["gen"].buffers = gen.params, gen.buffers
+    try:
+        return nchw(ref["gen"].generate(ref["io"]["z"], ref["io"]["c"]))
+    finally:
+        ref["gen"].params, ref["gen"].buffers = saved
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_nvlabs_snapshot_layouts(tmp_path, standin, references, layout, protocol):
+    """Each official layout, in each pickle protocol: G_ema is taken, mapped to the port, and matches the official
+    images."""
+    fixture, src, class_name, init_kwargs, port_config = LAYOUTS[layout]
+    ref = references(fixture)
+    init_kwargs = ref["config"] if init_kwargs is None else init_kwargs
+    path = write_snapshot(tmp_path / "network-snapshot-000123.pkl", standin, ref["params"], SOURCES[src],
+                          init_kwargs, protocol=protocol)
     ckpt = formats.read_checkpoint(path)
-    assert ckpt.kind == "stylegan2" and ckpt.config == sg2["config"]
-    assert "G_ema" in ckpt.source and "training.networks.Generator" in ckpt.source
-    assert list(ckpt.state_dict) == list(sg2["params"])  # state_dict() order: params, buffers, submodules
-    for key, value in sg2["params"].items():
-        assert np.array_equal(ckpt.state_dict[key], value), key
-    assert_same_generator(formats.load(path), sg2)
+    assert ckpt.kind == ("stylegan3" if fixture.startswith("stylegan3") else "stylegan2")
+    assert f"[G_ema: {class_name}]" in ckpt.source
+    assert ckpt.config == (init_kwargs if port_config is None else port_config)
+    assert list(ckpt.state_dict) == list(ref["params"])  # state_dict() order: params, buffers, submodules
+    assert all(np.array_equal(ckpt.state_dict[k], v) for k, v in ref["params"].items())  # G_ema's, not G's
+    img = render(converters.load(path), ref)
+    assert max_abs(img, ref["io"]["img"]) <= PARITY_TOL
 
 
-def test_nvlabs_stylegan3_pickle_state_and_config(tmp_path, standin, fixtures_dir):
-    params, meta, _ = load_fixture(fixtures_dir, "stylegan3_t")
-    path = tmp_path / "sg3.pkl"
-    write_nvlabs_pkl(path, standin, params, SG3_SRC, meta["init_kwargs"])
-    ckpt = formats.read_checkpoint(path)
-    assert ckpt.kind == "stylegan3" and ckpt.config == meta["init_kwargs"]
-    assert sorted(ckpt.state_dict) == sorted(params)
-    assert all(np.array_equal(ckpt.state_dict[k], v) for k, v in params.items())
+@pytest.mark.parametrize("kwargs, message", [
+    ({**_SG3_TRAIN_KWARGS, "fused_modconv_default": "always"}, "fused_modconv_default='always'"),
+    ({**_SG3_TRAIN_KWARGS, "channels_last": True}, r"\['channels_last'\] are not options"),
+    ({**_SG3_TRAIN_KWARGS, "synthesis_kwargs": {"channel_base": 1024}}, "inconsistent"),
+])
+def test_flat_stylegan2_kwargs_are_validated(kwargs, message):
+    with pytest.raises(ConversionError, match=message):
+        nvlabs.port_config("training.networks_stylegan2.Generator", "stylegan2", kwargs, "x.pkl")
 
 
-def test_nvlabs_discriminator_only(tmp_path, standin, sg2):
-    path = tmp_path / "d.pkl"
-    write_nvlabs_pkl(path, standin, sg2["params"], SG2_SRC, sg2["config"], entries=("D",))
-    with pytest.raises(CheckpointFormatError, match="only a discriminator"):
-        formats.load(path)
+def test_flat_stylegan2_kwargs_keep_explicit_values(tmp_path, sg2):
+    """train.py --fp32 records num_fp16_res=0 and conv_clamp=None: explicit values beat the class defaults."""
+    config = nvlabs.port_config("training.networks_stylegan2.Generator", "stylegan2",
+                                {**_SG3_TRAIN_KWARGS, "num_fp16_res": 0, "conv_clamp": None}, "x.pkl")
+    assert config["synthesis_kwargs"] == {"channel_base": 1024, "channel_max": 64, "num_fp16_res": 0,
+                                          "conv_clamp": None}
+    # A plain state_dict whose config JSON records that class and its flat kwargs maps the same way.
+    np.savez(tmp_path / "G.npz", **sg2["params"])
+    (tmp_path / "G.json").write_text(json.dumps({"class_name": "training.networks_stylegan2.Generator",
+                                                 "init_kwargs": _SG3_TRAIN_KWARGS}))
+    assert formats.read_checkpoint(tmp_path / "G.npz").config == LAYOUTS["sg3-stylegan2-train"][4]
+
+
+def test_snapshot_without_g_ema(tmp_path, standin, sg2):
+    """NVIDIA's loader refuses a file without G_ema; so do we, unless the caller names the network."""
+    path = write_snapshot(tmp_path / "snap.pkl", standin, sg2["params"], SOURCES["stylegan2-ada-pytorch"],
+                          sg2["config"], entries=("G", "D", "augment_pipe"))
+    with pytest.raises(CheckpointFormatError) as err:
+        converters.load(path)
+    for text in ("no G_ema", "G (training.networks.Generator)", "D (training.networks.Discriminator)",
+                 "augment_pipe (training.augment.AugmentPipe)", "network='G'", f"{path}:G"):
+        assert text in str(err.value)
+    want = training_weights(sg2["params"])
+    ckpt = formats.read_checkpoint(path, network="G")
+    assert "[G: training.networks.Generator]" in ckpt.source
+    assert all(np.array_equal(ckpt.state_dict[k], v) for k, v in want.items())
+    from experiments.pipeline import load_model  # the launchers' model spec: <file>:<network>
+    with pytest.raises(CheckpointFormatError, match="no G_ema"):
+        load_model(str(path))
+    gen = load_model(f"{path}:G")
+    assert np.array_equal(np.asarray(gen.params["synthesis"]["b4"]["const"]), want["synthesis.b4.const"])
+    with pytest.raises(CheckpointFormatError, match="D is a training.networks.Discriminator, not a generator"):
+        converters.load(path, network="D")
+    with pytest.raises(CheckpointFormatError, match="no network 'G_emma'.*network='G'"):
+        converters.load(path, network="G_emma")
+
+
+@pytest.mark.parametrize("network", [None, "G_ema"])
+def test_nvlabs_discriminator_only(tmp_path, standin, sg2, network):
+    path = write_snapshot(tmp_path / "d.pkl", standin, sg2["params"], SOURCES["stylegan2-ada-pytorch"],
+                          sg2["config"], entries=("D", "augment_pipe"))
+    with pytest.raises(CheckpointFormatError, match=r"only a discriminator \(D \(training.networks.Discriminator"):
+        formats.load(path, network=network)
+
+
+def test_network_on_a_single_network_file(tmp_path, sg2):
+    path = tmp_path / "G.npz"
+    np.savez(path, **sg2["params"])
+    (tmp_path / "G.json").write_text(json.dumps({"kind": "stylegan2", "config": sg2["config"]}))
+    with pytest.raises(CheckpointFormatError, match="holds one generator; network='G'"):
+        converters.load(path, network="G")
+    from experiments.pipeline import load_model
+    with pytest.raises(CheckpointFormatError, match="holds one generator"):
+        load_model(f"{path}:G")
 
 
 def test_truncated_nvlabs_pickle(tmp_path, standin, sg2):
-    path = tmp_path / "cut.pkl"
-    write_nvlabs_pkl(path, standin, sg2["params"], SG2_SRC, sg2["config"])
+    path = write_snapshot(tmp_path / "cut.pkl", standin, sg2["params"], SOURCES["stylegan2-ada-pytorch"],
+                          sg2["config"])
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointFormatError, match="truncated"):
@@ -310,6 +458,9 @@ def test_hammer_without_kwargs_uses_hammer_defaults(tmp_path, sg2):
     hammer = official_to_hammer_sg2(sg2["params"])
     torch.save({"models": {"generator": {k: torch.from_numpy(v) for k, v in hammer.items()}}}, path)
     config = formats.read_checkpoint(path).config
+    assert formats.read_checkpoint(path, network="generator").config == config  # named explicitly: the same
+    with pytest.raises(CheckpointFormatError, match="no generator 'generator_smooth'; its models are"):
+        formats.read_checkpoint(path, network="generator_smooth")
     # ReSeFa builds its StyleGAN2Generator with Hammer's default conv_clamp=None; everything else is unchanged.
     assert config["synthesis_kwargs"].pop("conv_clamp") is None
     want = json.loads(json.dumps(sg2["config"]))
@@ -495,6 +646,19 @@ def test_cli_converts_and_refuses_to_overwrite(tmp_path, sg2, caplog):
     assert (dst / checkpoint.META_FILE).stat().st_mtime_ns == stamp
     assert main(["--src", str(src), "--dst", str(dst), "--overwrite"]) == 0
     assert_same_generator(checkpoint.load_generator(dst), sg2)
+
+
+def test_cli_network_option(tmp_path, standin, sg2, caplog):
+    from converters.__main__ import main
+    src = write_snapshot(tmp_path / "snap.pkl", standin, sg2["params"], SOURCES["stylegan2-ada-pytorch"],
+                         sg2["config"], entries=("G", "D"))
+    with caplog.at_level(logging.ERROR, logger="converters"):
+        assert main(["--src", str(src), "--dst", str(tmp_path / "out")]) == 1
+    assert "no G_ema" in caplog.text and not (tmp_path / "out").exists()
+    assert main(["--src", str(src), "--dst", str(tmp_path / "out"), "--network", "G"]) == 0
+    back = checkpoint.load_generator(tmp_path / "out")
+    assert np.array_equal(np.asarray(back.params["synthesis"]["b4"]["const"]),
+                          training_weights(sg2["params"])["synthesis.b4.const"])
 
 
 def test_cli_write_is_atomic(tmp_path, sg2, monkeypatch):

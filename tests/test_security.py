@@ -5,6 +5,8 @@ Every payload below would create a marker file if it ran; each test asserts the 
 """
 from __future__ import annotations
 
+import codecs
+import collections
 import io
 import os
 import pickle
@@ -181,3 +183,59 @@ def test_out_of_bounds_tensor_is_refused(tmp_path):
         zf.writestr("archive/data.pkl", ok)
         zf.writestr("archive/data/0", np.arange(4, dtype=np.float32).tobytes())
     assert read_torch_file(_write(tmp_path, buf.getvalue(), "ok.pt"))["w"].tolist() == [0, 1, 2, 3]
+
+
+# ---- protocol-2 bytes: _codecs.encode is allowed for exactly one construction ---------------------------------
+
+class _Call:
+    """Pickles as ``func(*args)`` (a REDUCE of the global ``func``), the way a crafted file would call it."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+def test_protocol2_bytes_are_read(tmp_path):
+    """Protocol 2 has no bytes opcode: pickle writes bytes as _codecs.encode(<str>, 'latin1'); that reads back."""
+    raw = bytes(range(256)) * 3
+    data = pickle.dumps({"raw": raw, "empty_list": []}, protocol=2)
+    assert b"_codecs\nencode" in data  # the construction under test is really in the file
+    assert read_torch_file(_write(tmp_path, data))["raw"] == raw
+
+
+@pytest.mark.parametrize("args, shown", [
+    (("abc", "utf-8"), "'utf-8'"),                 # another text codec
+    (("abc", "rot13"), "'rot13'"),                 # a str -> str codec
+    ((b"x\x9c\x03\x00", "zlib"), "bytes"),          # bytes -> bytes codecs (zlib, base64, hex) decode payloads
+    (("abc", "latin-1"), "'latin-1'"),             # an alias: not what pickle writes
+    (("abc", "latin1", "strict"), "'strict'"),     # any third argument
+    (("abc",), r"\(str\)"),                         # the default encoding is not the construction either
+    ((3, "latin1"), "int"),                        # a non-str argument
+])
+def test_codecs_encode_other_uses_are_refused(tmp_path, args, shown):
+    data = pickle.dumps(_Call(codecs.encode, *args), protocol=3)  # protocol 3: bytes arguments are possible
+    assert b"_codecs" in data
+    with pytest.raises(UnsafeCheckpointError, match=r"_codecs\.encode.*" + shown):
+        read_torch_file(_write(tmp_path, data))
+
+
+def test_codecs_encode_of_a_built_object_is_refused(tmp_path):
+    """encode()'s first argument built by an allowed global (an OrderedDict) is not a str: refused."""
+    data = pickle.dumps(_Call(codecs.encode, collections.OrderedDict(a=1), "latin1"), protocol=2)
+    with pytest.raises(UnsafeCheckpointError, match=r"_codecs\.encode\(OrderedDict"):
+        read_torch_file(_write(tmp_path, data))
+
+
+@pytest.mark.parametrize("func, name", [(codecs.decode, r"_codecs\.decode"), (codecs.lookup, r"_codecs\.lookup"),
+                                        (codecs.open, r"codecs\.open")])
+def test_other_codecs_globals_are_refused(tmp_path, marker, func, name):
+    data = pickle.dumps(_Call(func, str(marker), "w"), protocol=2)
+    _assert_refused(_write(tmp_path, data), name)
+
+
+def test_payload_inside_codecs_encode_is_refused(tmp_path, marker):
+    """A payload in the argument slot is refused by the scan before anything is built."""
+    data = pickle.dumps(_Call(codecs.encode, OsSystem(marker), "latin1"), protocol=2)
+    _assert_refused(_write(tmp_path, data), r"posix\.system")
