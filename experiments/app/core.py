@@ -283,9 +283,9 @@ def set_brush(session: Session, layers) -> Session:
     """
     alphas = [np.asarray(layer)[..., 3] for layer in (layers or []) if layer is not None and np.ndim(layer) == 3
               and np.shape(layer)[-1] == 4]
-    if not alphas:
+    painted = (np.max(np.stack(alphas), axis=0) > 0).astype(np.float32) if alphas else None
+    if painted is None or not painted.any():
         raise AppError("The brush region is empty: paint over the image in the Brush tab first.")
-    painted = (np.max(np.stack(alphas), axis=0) > 0).astype(np.float32)
     # Coverage of each model pixel (area-weighted downsizing), then at least half covered = in the region.
     mask = (regions.mask_from_array(painted, session.model.resolution, soft=True) >= 0.5).astype(np.float32)
     return _set_mask(session, mask, f"brush ({int(mask.sum())} pixels)")
