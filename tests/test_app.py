@@ -165,6 +165,7 @@ def _free_port() -> int:
 def server(model):
     from experiments.app import ui
 
+    core.warm_up(model)  # compile once, as the launcher does, so the page answers at once
     app = ui.EditorApp(model.cfg, model)
     page = ui.build(app)
     _, url, _ = ui.launch(page, port=_free_port(), block=False)
@@ -278,6 +279,19 @@ def _chrome():
     return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
 
 
+def _offset_from_centre(driver, img, x: float, y: float) -> tuple[int, int]:
+    """Offset from the element's centre of natural-image pixel (x, y), as the browser lays the picture out
+    (object-fit 'contain' or 'scale-down', centred in the element's box)."""
+    w, h, nw, nh, fit = driver.execute_script(
+        "const e = arguments[0]; return [e.clientWidth, e.clientHeight, e.naturalWidth, e.naturalHeight, "
+        "getComputedStyle(e).objectFit];", img)
+    scale = min(w / nw, h / nh)
+    scale = min(scale, 1.0) if fit == "scale-down" else scale if fit in ("contain", "cover") else 1.0
+    if fit == "fill":
+        return int(x * w / nw - w / 2), int(y * h / nh - h / 2)
+    return int(round((x - nw / 2) * scale)), int(round((y - nh / 2) * scale))
+
+
 def _fetch_image(src: str) -> np.ndarray:
     with urllib.request.urlopen(src, timeout=10) as resp:
         return np.asarray(Image.open(io.BytesIO(resp.read())).convert("RGB"))
@@ -296,11 +310,9 @@ def test_browser_draw_box_and_slide(server, tmp_path):
         img = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#view img"))
         src0 = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#view img").get_attribute("src"))
         img = driver.find_element(By.CSS_SELECTOR, "#view img")
-        sx, sy = img.size["width"] / core.DISPLAY_SIZE, img.size["height"] / core.DISPLAY_SIZE
         for r, c in ((MOUTH_BOX[0], MOUTH_BOX[1]), (MOUTH_BOX[2] - 1, MOUTH_BOX[3] - 1)):
-            x, y = (c + 0.5) * SCALE * sx, (r + 0.5) * SCALE * sy  # offsets from the element's centre
-            ActionChains(driver).move_to_element_with_offset(img, int(x - img.size["width"] / 2),
-                                                             int(y - img.size["height"] / 2)).click().perform()
+            dx, dy = _offset_from_centre(driver, img, (c + 0.5) * SCALE, (r + 0.5) * SCALE)
+            ActionChains(driver).move_to_element_with_offset(img, dx, dy).click().perform()
             time.sleep(0.5)
         box = ", ".join(map(str, MOUTH_BOX))
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#box textarea, #box input").get_attribute("value")
