@@ -336,11 +336,10 @@ def method_directions(session: Session, method: str, A, B, k: int) -> np.ndarray
                            f"{model.gen.kind} in space '{model.cfg.space}'. Choose a region-aware method.")
         if method == "ganspace":
             return _ganspace_axes(model, k)
-        try:
-            return baselines.sefa(model.gen.params, model.layers, k)
-        except (KeyError, ValueError) as err:
-            raise AppError(f"SeFa needs StyleGAN2 style-affine weights, which this {model.gen.kind} model does not "
-                           f"have in that form ({err}). Choose another method.") from err
+        if model.gen.kind != "stylegan2":
+            raise AppError(f"SeFa factorises StyleGAN2's style-affine weights; this model is {model.gen.kind}. "
+                           "Choose another method.")
+        return baselines.sefa(model.gen.params, model.layers, k)
     if method in baselines.REGION_AWARE:
         return baselines.region_directions(method, A, B, k=k)
     raise AppError(f"Unknown method {method!r}; choose one of {', '.join(METHOD_LABELS)}.")
