@@ -332,5 +332,12 @@ def test_browser_draw_box_and_slide(server, tmp_path):
         shot.parent.mkdir(parents=True, exist_ok=True)
         time.sleep(1.0)  # let the spectrum chart finish drawing
         assert driver.save_screenshot(str(shot))
+        # The brush: paint a stroke in the Brush tab and use it as the region.
+        next(b for b in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if b.text.strip() == "Brush").click()
+        canvas = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#brush canvas"))
+        ActionChains(driver).move_to_element_with_offset(canvas, -40, 0).click_and_hold().move_by_offset(40, 0) \
+            .move_by_offset(40, 0).release().perform()
+        next(b for b in driver.find_elements(By.TAG_NAME, "button") if "painted region" in b.text).click()
+        wait.until(lambda d: "Region: brush (" in d.find_element(By.CSS_SELECTOR, "#status").text)
     finally:
         driver.quit()
