@@ -38,6 +38,8 @@ MAX_UPLOAD_BYTES = 20 * 2 ** 20
 MAX_UPLOAD_PIXELS = 40_000_000
 #: Samples whose w give GANSpace's principal axes.
 GANSPACE_SAMPLES = 4096
+#: Frames of an exported GIF's sweep from -1 to +1 times the slider values (played back and forth).
+GIF_FRAMES = 9
 #: Directions whose spectrum is shown (all d for small latents).
 SPECTRUM_MAX = 64
 OUTLINE_COLOR = (255, 215, 0)
@@ -461,7 +463,7 @@ def export_npy(session: Session, directory=None) -> pathlib.Path:
     return path
 
 
-def export_gif(session: Session, alphas, directory=None, frames: int = 9) -> pathlib.Path:
+def export_gif(session: Session, alphas, directory=None, frames: int = GIF_FRAMES) -> pathlib.Path:
     """A looping GIF of the current edit swept from ``-1`` to ``+1`` times the slider values (the first direction
     at the largest step when every slider is at 0)."""
     if session.dirs is None:
@@ -574,6 +576,7 @@ def warm_up(model: Model) -> None:
     set_box(session, res // 4, res // 4, res // 2, res // 2)
     compute(session, "resefa", 1, 1)
     render_view(session, [1.0])
+    edited(session, [1.0], np.linspace(-1.0, 1.0, GIF_FRAMES, dtype=np.float32))  # the GIF's batch size
 
 
 def environment_note() -> str:
