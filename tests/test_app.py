@@ -100,6 +100,22 @@ def test_exports_npy_and_gif(mouth_session, tmp_path):
         assert img.n_frames == 2 * 5 - 2 and img.size == (core.DISPLAY_SIZE, core.DISPLAY_SIZE)  # ping-pong loop
 
 
+def test_directions_carry_over_to_another_sample(model, mouth_session):
+    session = core.compute(core.set_box(core.new_session(model, SEED), *MOUTH_BOX), "resefa", NUM, K)
+    dirs = session.dirs.copy()
+    core.select_seed(session, SEED + 1)
+    np.testing.assert_array_equal(session.dirs, dirs)
+    assert share(core.edited(session)[0], core.edited(session, [STEP])[0], session.mask) > 0.5
+
+
+def test_methods_that_do_not_apply_are_refused_up_front(model):
+    for kind, method, message in (("biggan", "ganspace", "W of a StyleGAN"), ("stylegan3", "sefa", "StyleGAN2's"),
+                                  ("stylegan2", "pca", "Unknown method")):
+        fake = core.Model(cfg=model.cfg, gen=types.SimpleNamespace(kind=kind), layers=None)
+        with pytest.raises(core.AppError, match=message):
+            core.check_method(fake, method)
+
+
 def test_regions_box_click_brush_and_bad_ones(model):
     session = core.new_session(model, 0)
     core.click(session, MOUTH_BOX[1] * SCALE + 1, MOUTH_BOX[0] * SCALE + 1)  # first corner (x, y)

@@ -179,7 +179,7 @@ def _set_subject(session: Session, fn, point, source: str) -> Session:
     session.subject = (fn, jnp.asarray(point))
     session.base = np.asarray(metrics.render(fn, jnp.asarray(point)[None]))[0]
     session.source = source
-    session.dirs = session.spectrum = session.shares = session.grams = None
+    session.grams = None  # directions found so far stay: they edit any sample of the model
     return session
 
 
@@ -327,24 +327,29 @@ def _ganspace_axes(model: Model, k: int) -> np.ndarray:
     return model.cache["ganspace"][:k]
 
 
+def check_method(model: Model, method: str) -> None:
+    """Raises AppError when ``method`` does not apply to ``model`` (before any Jacobian is computed)."""
+    if method not in METHOD_LABELS:
+        raise AppError(f"Unknown method {method!r}; choose one of {', '.join(METHOD_LABELS)}.")
+    if method in ("sefa", "ganspace") and (model.gen.kind == "biggan" or model.cfg.space != "w"):
+        raise AppError(f"{METHOD_LABELS[method]} finds directions in W of a StyleGAN; this model edits "
+                       f"{model.gen.kind} in space '{model.cfg.space}'. Choose a region-aware method.")
+    if method == "sefa" and model.gen.kind != "stylegan2":
+        raise AppError(f"SeFa factorises StyleGAN2's style-affine weights; this model is {model.gen.kind}. "
+                       "Choose another method.")
+
+
 def method_directions(session: Session, method: str, A, B, k: int) -> np.ndarray:
     """The method's top-``k`` directions ``[k', d]`` (``k' <= k``; LowRankGAN may find fewer)."""
     model = session.model
+    check_method(model, method)
     if method == "resefa":
         return np.asarray(dirs_lib.generalized_eigh(A, B, k=k)[1], np.float32)
-    if method in ("sefa", "ganspace"):
-        if model.gen.kind == "biggan" or model.cfg.space != "w":
-            raise AppError(f"{METHOD_LABELS[method]} finds directions in W of a StyleGAN; this model edits "
-                           f"{model.gen.kind} in space '{model.cfg.space}'. Choose a region-aware method.")
-        if method == "ganspace":
-            return _ganspace_axes(model, k)
-        if model.gen.kind != "stylegan2":
-            raise AppError(f"SeFa factorises StyleGAN2's style-affine weights; this model is {model.gen.kind}. "
-                           "Choose another method.")
+    if method == "ganspace":
+        return _ganspace_axes(model, k)
+    if method == "sefa":
         return baselines.sefa(model.gen.params, model.layers, k)
-    if method in baselines.REGION_AWARE:
-        return baselines.region_directions(method, A, B, k=k)
-    raise AppError(f"Unknown method {method!r}; choose one of {', '.join(METHOD_LABELS)}.")
+    return baselines.region_directions(method, A, B, k=k)
 
 
 def compute(session: Session, method: str, num_samples: int, k: int, progress: Progress | None = None) -> Session:
@@ -361,6 +366,7 @@ def compute(session: Session, method: str, num_samples: int, k: int, progress: P
     num_samples, k = int(num_samples), int(k)
     if not 1 <= num_samples <= 1024 or not 1 <= k <= K_MAX:
         raise AppError(f"Choose 1..1024 samples and 1..{K_MAX} directions; got {num_samples} and {k}.")
+    check_method(session.model, method)
     A, B = grams(session, num_samples, progress)
     if progress:
         progress(1.0, f"solving ({METHOD_LABELS.get(method, method)})")

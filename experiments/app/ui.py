@@ -157,7 +157,10 @@ def _subject_outputs(p: dict, session: core.Session, message: str) -> dict:
     out = {p["state"]: session, p["status"]: message, p["view"]: view, p["spectrum"]: None,
            p["editor"]: {"background": core.display(session, session.base, outline=False), "layers": [],
                          "composite": None}}
-    out.update({s: gr.update(visible=False, value=0) for s in p["sliders"]})
+    kept = 0 if session.dirs is None else session.dirs.shape[0]  # directions carry over to a new subject
+    out.update({s: gr.update(visible=i < kept, value=0) for i, s in enumerate(p["sliders"])})
+    if kept:
+        out[p["spectrum"]] = _spectrum(session)
     return out
 
 
@@ -181,7 +184,7 @@ def _wire(app: EditorApp, page: gr.Blocks, p: dict) -> None:
     @guarded(status)
     def on_seed(state, seed):
         session = core.select_seed(app.session(state), seed)
-        return _subject_outputs(p, session, f"Showing {session.source}; draw a region.")
+        return _subject_outputs(p, session, f"Showing {session.source}; draw a region{_kept(session)}.")
 
     @guarded(status)
     def on_load(spec):
@@ -197,7 +200,7 @@ def _wire(app: EditorApp, page: gr.Blocks, p: dict) -> None:
         if not path:
             raise core.AppError("Choose an image file to upload first.")
         session = core.upload(app.session(state), path, steps, lambda f, d: progress(f, desc=d))
-        return _subject_outputs(p, session, f"Showing the inverted {session.source}; draw a region.")
+        return _subject_outputs(p, session, f"Showing the inverted {session.source}; draw a region{_kept(session)}.")
 
     @guarded(status)
     def on_click(state, evt: gr.SelectData):
@@ -272,6 +275,12 @@ def _wire(app: EditorApp, page: gr.Blocks, p: dict) -> None:
     p["reset"].click(on_reset, [p["state"], p["outline"]], [p["view"], status, *sliders], api_name="reset")
     p["npy_button"].click(on_npy, [p["state"]], [p["npy_file"], status], api_name="export_npy")
     p["gif_button"].click(on_gif, [p["state"], *sliders], [p["gif_file"], status], api_name="export_gif")
+
+
+def _kept(session: core.Session) -> str:
+    if session.dirs is None:
+        return ""
+    return f", or move the sliders: the {core.METHOD_LABELS[session.method]} directions found so far apply here too"
 
 
 def _box_of(session: core.Session) -> tuple[int, int, int, int]:
