@@ -130,6 +130,10 @@ def test_regions_box_click_brush_and_bad_ones(model):
     np.testing.assert_array_equal(session.mask, expected)
     with pytest.raises(core.AppError, match="brush region is empty"):
         core.set_brush(session, [np.zeros_like(paint)])
+    thin = np.zeros_like(paint)
+    thin[100, :, 3] = 255  # one display row: an eighth of a model pixel's height
+    with pytest.raises(core.AppError, match="wider stroke"):
+        core.set_brush(session, [thin])
     with pytest.raises(core.AppError, match="non-positive height"):
         core.set_box(session, 5, 5, 5, 9)
     with pytest.raises(core.AppError, match="covers the whole image"):

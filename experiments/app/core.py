@@ -290,6 +290,9 @@ def set_brush(session: Session, layers) -> Session:
         raise AppError("The brush region is empty: paint over the image in the Brush tab first.")
     # Coverage of each model pixel (area-weighted downsizing), then at least half covered = in the region.
     mask = (regions.mask_from_array(painted, session.model.resolution, soft=True) >= 0.5).astype(np.float32)
+    if not mask.any():
+        raise AppError(f"The painted strokes cover no pixel of the {session.model.resolution}x"
+                       f"{session.model.resolution} image by half or more; paint a wider stroke.")
     return _set_mask(session, mask, f"brush ({int(mask.sum())} pixels)")
 
 
