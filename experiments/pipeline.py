@@ -4,10 +4,11 @@ flags and call :func:`find_directions` / :func:`manipulate`.
 
 Work directory layout written by :func:`find_directions`::
 
-    run.json                  the experiment's settings and fingerprint (a different experiment is refused)
+    run.lock                  advisory lock (fcntl) held by the running job's process 0: its pid and host
+    run.json                  the experiment's fingerprint and description (a different experiment is refused)
     log.txt                   progress log
+    grams_ckpt/<step>/        orbax checkpoints of the Gram sums and the finished-sample set (the resume state)
     latents.npz               the sampled latents (z, ws or class vectors) and their seed
-    samples/grams_00007.npz   per-sample foreground/background Grams (resume unit: finished samples are skipped)
     grams.npz                 A, B [R, d, d] (mean over samples), region names
     masks/<region>.png        each region's mask
     directions/<region>.npy   [k, d] unit rows, eigenvalues descending (the paper's layout)
@@ -18,12 +19,13 @@ Work directory layout written by :func:`find_directions`::
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
 import pathlib
-import time
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -206,140 +208,170 @@ def _read_label_png(path):
 # ----------------------------------------------------------------------------------------------------------
 # find_directions
 # ----------------------------------------------------------------------------------------------------------
+#: Inside the work directory: the orbax checkpoints of the Gram sums (the resume state).
+CHECKPOINT_DIR = "grams_ckpt"
+#: Settings that change how a run executes but not its result (beyond round-off): a resume may change them.
+_EXECUTION_ONLY = ("overwrite", "manipulate", "scale_out", "save_interval_secs", "block_size")
+_JACOBIAN_EXECUTION_ONLY = ("tangent_chunk", "strategy", "memory_budget_gib")
+
+
 def describe(cfg) -> dict:
-    """The settings that define the result (their change means another experiment); excludes 'overwrite'."""
+    """The settings that determine the result (their change means another experiment).
+
+    Left out: ``overwrite``, ``manipulate`` and how the run executes (``scale_out``, ``save_interval_secs``,
+    ``block_size``, the Jacobian's ``tangent_chunk``/``strategy``/``memory_budget_gib``), which change the result
+    by round-off at most, so that a restart on other hardware resumes.
+    """
     d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-    d.pop("overwrite", None)
-    d.pop("manipulate", None)
+    for key in _EXECUTION_ONLY:
+        d.pop(key, None)
+    d["jacobian"] = {k: v for k, v in dict(d.get("jacobian") or {}).items() if k not in _JACOBIAN_EXECUTION_ONLY}
     return json.loads(json.dumps(d, default=str))
 
 
 def _setup_logging(workdir: pathlib.Path):
-    handler = logging.FileHandler(workdir / "log.txt")
+    handler = logging.FileHandler(workdir / io_utils.LOG_FILE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     return handler
 
 
-def find_directions(cfg, workdir, progress: bool = True) -> dict:
-    """Runs a whole direction search into ``workdir`` (see the module docstring); resumes if interrupted.
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """A validated direction search: everything that can fail on bad input has been built (no file written)."""
 
-    Returns:
-      ``{region: {'eigenvalues': [k], 'directions': [k, d]}}``.
+    gen: Any
+    latents: dict  # sample_latents' output
+    names: list  # region names
+    masks: np.ndarray  # [R, H', W']
+    fns: list  # N per-sample functions
+    points: np.ndarray  # [N, d] linearisation points
+    preprocess: Any
+    per_sample: bool
+    description: dict  # resumable.describe_inputs(...): what the fingerprint covers
+
+
+def prepare(cfg) -> _Job:
+    """Loads the model, samples the latents, builds the regions and describes the experiment, touching no file.
+
+    Raises (before any work directory is claimed): FileNotFoundError / ValueError / regions.RegionError for a
+    missing model, unknown region or class, latents that do not fit, or bad settings.
     """
-    if not _is_writer():  # multi-host: process 0 alone touches the work directory
-        return _find_directions(cfg, pathlib.Path(workdir), progress)
-    workdir = io_utils.claim_workdir(workdir, describe(cfg), overwrite=bool(cfg.overwrite))
-    handler = _setup_logging(workdir)
-    try:
-        return _find_directions(cfg, workdir, progress)
-    finally:
-        log.removeHandler(handler)
-        handler.close()
-
-
-def _is_writer() -> bool:
-    return jax.process_index() == 0
-
-
-class _Out:
-    """Output calls that only process 0 performs (the others compute the same values and write nothing)."""
-
-    def __getattr__(self, name):
-        func = getattr(io_utils, name)
-        return func if _is_writer() else (lambda *a, **k: None)
-
-
-writer = _Out()
-
-
-def _find_directions(cfg, workdir: pathlib.Path, progress: bool) -> dict:
+    from regfac_jax import resumable
+    if cfg.scale_out not in ("auto", "loop", "sharded"):
+        raise ValueError(f"scale_out must be 'auto', 'loop' or 'sharded'; got {cfg.scale_out!r}.")
     gen = prepare_model(cfg)
     layers = parse_layers(cfg.layers, gen.num_ws) if gen.kind != "biggan" else None
     lat = sample_latents(gen, cfg)
-    writer.save_npz(workdir / "latents.npz", seed=np.int64(cfg.seed), **lat)
     preprocess = "official" if cfg.official else (None if cfg.jacobian.preprocess == "none" else cfg.jacobian.preprocess)
-    fn0, point0 = sample_function(gen, cfg, lat, 0, layers)
-    h, w, c = jacobian.output_shape(fn0, point0, preprocess)
+    fns, points = zip(*(sample_function(gen, cfg, lat, i, layers) for i in range(int(cfg.num_samples))))
+    h, w, _ = jacobian.output_shape(fns[0], points[0], preprocess)
     masks = parse_regions(cfg.regions, cfg.dataset, h)
     names = list(masks)
     stack = regions.validate_masks(np.stack([masks[k] for k in names]), (h, w))
-    for name in names:
-        writer.save_png(workdir / "masks" / f"{name}.png", (masks[name] * 255).astype(np.uint8))
-    n = int(cfg.num_samples)
+    points = np.stack([np.asarray(p) for p in points])
+    per_sample = cfg.aggregation == "per_sample" or bool(cfg.official)
+    description = resumable.describe_inputs(list(fns), points, stack, per_sample=per_sample, preprocess=preprocess,
+                                            config=describe(cfg))
+    return _Job(gen, lat, names, stack, list(fns), points, preprocess, per_sample, description)
+
+
+@contextlib.contextmanager
+def claimed(workdir: pathlib.Path, description: dict, overwrite: bool) -> Iterator[None]:
+    """Every process of the job agrees on the experiment; process 0 claims (locks) ``workdir`` for the duration."""
+    from regfac_jax import distributed
+    distributed.assert_hosts_agree(io_utils.fingerprint(description),
+                                   "experiment (config, generator weights, latents or masks)")
+    claim = distributed.on_primary(lambda: io_utils.claim_workdir(workdir, description, overwrite=overwrite),
+                                   f"claim the work directory {workdir}")
+    try:
+        yield
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def find_directions(cfg, workdir, progress: bool = True) -> dict:
+    """Runs a whole direction search into ``workdir`` (see the module docstring); resumes if interrupted.
+
+    Every process of a multi-host job calls it; all compute, process 0 alone writes.
+
+    Returns:
+      ``{region: {'eigenvalues': [k], 'directions': [k, d]}}``.
+
+    Raises:
+      io_utils.WorkdirConflict: ``workdir`` is locked by another run or holds another experiment.
+      resumable.Preempted: a SIGTERM on some host stopped the run after a checkpoint.
+    """
+    job = prepare(cfg)  # every check that can fail on bad input, before the folder is touched
+    writer = io_utils.Writer(enabled=jax.process_index() == 0)  # multi-host: process 0 alone writes
+    workdir = pathlib.Path(workdir)
+    with claimed(workdir, job.description, bool(cfg.overwrite)):
+        handler = _setup_logging(workdir) if writer.enabled else None
+        try:
+            return _find_directions(cfg, job, workdir, writer, progress)
+        finally:
+            if handler is not None:
+                log.removeHandler(handler)
+                handler.close()
+
+
+def _find_directions(cfg, job: _Job, workdir: pathlib.Path, writer: io_utils.Writer, progress: bool) -> dict:
+    gen = job.gen
     log.info("model %s (%s, %dx%d), regions %s, %d samples, space %s, d=%d", cfg.model, gen.kind,
-             gen.img_resolution, gen.img_resolution, names, n, cfg.space, point0.shape[0])
-    A, B = _accumulate(gen, cfg, lat, layers, stack, preprocess, workdir, progress)
-    writer.save_npz(workdir / "grams.npz", A=A, B=B, regions=np.array(names))
-    results = _solve(cfg, A, B, names, workdir)
-    if _is_writer():
+             gen.img_resolution, gen.img_resolution, job.names, len(job.fns), cfg.space, job.points.shape[1])
+    A, B = _accumulate(cfg, job, workdir, progress and writer.enabled)
+    writer.save_npz(workdir / "latents.npz", seed=np.int64(cfg.seed), **job.latents)
+    for name, mask in zip(job.names, job.masks):
+        writer.save_png(workdir / "masks" / f"{name}.png", (mask * 255).astype(np.uint8))
+    writer.save_npz(workdir / "grams.npz", A=A, B=B, regions=np.array(job.names))
+    results = _solve(cfg, A, B, job.names, workdir, writer)
+    if writer.enabled:
         _plot_spectrum(workdir / "spectrum.png", {k: v["eigenvalues"] for k, v in results.items()})
         _save_orbax(workdir / "directions_orbax", results)
     log.info("wrote %s", workdir)
     return results
 
 
-def _use_sharded(cfg) -> bool:
-    if cfg.scale_out == "auto":
-        return jax.device_count() > 1 or jax.process_count() > 1
-    if cfg.scale_out not in ("loop", "sharded"):
-        raise ValueError(f"scale_out must be 'auto', 'loop' or 'sharded'; got {cfg.scale_out!r}.")
-    return cfg.scale_out == "sharded"
+def _mesh(cfg):
+    """All devices of all processes, or (``scale_out='loop'``) this process's first device."""
+    from regfac_jax import distributed
+    if cfg.scale_out != "loop":
+        return distributed.make_mesh()
+    if jax.process_count() > 1:
+        raise ValueError("scale_out='loop' runs on one device of one process; a multi-process job needs 'auto'.")
+    return distributed.make_mesh(jax.local_devices()[:1])
 
 
-def _accumulate(gen, cfg, lat, layers, stack, preprocess, workdir, progress):
-    """Per-sample Grams with resume: a plain loop on one device, or sharded over every device of every host."""
-    per_sample = cfg.aggregation == "per_sample" or bool(cfg.official)
-    if _use_sharded(cfg):
-        from regfac_jax import resumable
-        n = int(cfg.num_samples)
-        fns, points = zip(*(sample_function(gen, cfg, lat, i, layers) for i in range(n)))
-        callback = None
-        if progress and jax.process_index() == 0:
-            callback = lambda p: log.info("%s", p)  # noqa: E731
-        return tuple(np.asarray(g) for g in resumable.run_resumable(
-            list(fns), jnp.stack(points), stack, str(workdir / "grams_ckpt"), config=describe(cfg),
-            per_sample=per_sample, preprocess=preprocess, tangent_chunk=int(cfg.jacobian.tangent_chunk),
-            strategy=cfg.jacobian.strategy, memory_budget=int(cfg.jacobian.memory_budget_gib * 2 ** 30),
-            save_interval_secs=float(cfg.save_interval_secs), callback=callback))
-    return _accumulate_loop(gen, cfg, lat, layers, stack, preprocess, workdir, progress, per_sample)
-
-
-def _accumulate_loop(gen, cfg, lat, layers, stack, preprocess, workdir, progress, per_sample):
-    """Per-sample Grams, each saved as soon as it is done; finished samples are read back, not recomputed."""
-    n = int(cfg.num_samples)
-    samples_dir = workdir / "samples"
-    samples_dir.mkdir(exist_ok=True)
-    iterator = range(n)
+def _accumulate(cfg, job: _Job, workdir: pathlib.Path, progress: bool):
+    """Grams of every sample through the one resume mechanism (orbax checkpoints in ``workdir/grams_ckpt``)."""
+    from regfac_jax import resumable
+    bar = None
     if progress:
         from tqdm.auto import tqdm
-        iterator = tqdm(iterator, desc="samples", unit="sample")
-    per_a, per_b, t0 = [], [], time.time()
-    for i in iterator:
-        path = samples_dir / f"grams_{i:05d}.npz"
-        if path.exists():
-            with np.load(path) as data:
-                a, b = data["A"], data["B"]
-        else:
-            fn, point = sample_function(gen, cfg, lat, i, layers)
-            a, b = jacobian.region_grams(fn, point, stack, tangent_chunk=int(cfg.jacobian.tangent_chunk),
-                                         preprocess=preprocess, strategy=cfg.jacobian.strategy,
-                                         memory_budget=int(cfg.jacobian.memory_budget_gib * 2 ** 30))
-            a, b = np.asarray(a), np.asarray(b)
-            writer.save_npz(path, A=a, B=b)
-            done = i + 1
-            log.info("sample %d/%d done (%.1fs elapsed, ~%.0fs left)", done, n, time.time() - t0,
-                     (time.time() - t0) / done * (n - done))
-        per_a.append(a)
-        per_b.append(b)
-    per_a, per_b = np.stack(per_a), np.stack(per_b)  # [N, R, d, d]
-    if per_sample:
-        return per_a, per_b
-    return per_a.mean(0), per_b.mean(0)
+        bar = tqdm(total=len(job.fns), desc="samples", unit="sample")
+
+    def report(p):
+        if bar is not None:
+            bar.update(p.done - bar.n)
+        log.info("%d/%d samples done (%d computed by this run, %.1fs)", p.done, p.total, p.computed, p.seconds)
+
+    block = None if cfg.get("block_size") is None else int(cfg.block_size)
+    try:
+        A, B = resumable.run_resumable(
+            job.fns, job.points, job.masks, str(workdir / CHECKPOINT_DIR), description=job.description,
+            mesh=_mesh(cfg), block_size=block, per_sample=job.per_sample, preprocess=job.preprocess,
+            tangent_chunk=int(cfg.jacobian.tangent_chunk), strategy=cfg.jacobian.strategy,
+            memory_budget=int(cfg.jacobian.memory_budget_gib * 2 ** 30),
+            save_interval_secs=float(cfg.save_interval_secs), callback=report)
+    finally:
+        if bar is not None:
+            bar.close()
+    return np.asarray(A), np.asarray(B)
 
 
-def _solve(cfg, A, B, names, workdir) -> dict:
+def _solve(cfg, A, B, names, workdir, writer: io_utils.Writer) -> dict:
     k = int(cfg.solver.k) if cfg.solver.k else None
     tau = None if cfg.solver.tau in (None, -1, -1.0) else float(cfg.solver.tau)
     per_sample = A.ndim == 4
@@ -378,7 +410,11 @@ def _save_orbax(path: pathlib.Path, results: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    with ocp.PyTreeCheckpointer() as ckptr:
+    # Process-local save: orbax saves are collective by default (every process must call them), but only
+    # process 0 gets here; a default checkpointer would wait for the others at its barrier forever.
+    local = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=local),
+                          multiprocessing_options=local) as ckptr:
         ckptr.save(tmp.resolve(), tree)
     if path.exists():
         shutil.rmtree(path)
@@ -417,14 +453,20 @@ def manipulate(cfg, directions_path, workdir, progress: bool = True) -> list[pat
     """Renders edits of ``directions_path`` (ours or the paper's .npy) into ``workdir``: a PNG grid per direction
     (rows: samples, columns: steps), a GIF per sample and direction, and ``index.html`` showing all of them."""
     m = cfg.manipulate
-    workdir = io_utils.claim_workdir(workdir, {**describe(cfg), "directions": str(directions_path),
-                                               "manipulate": m.to_dict()}, overwrite=bool(cfg.overwrite))
     gen = prepare_model(cfg)
     all_dirs = edit_lib.load_directions(directions_path, gen.latent_dim)
     idx = [int(i) for i in str(m.indices).split(",") if i.strip()]
     bad = [i for i in idx if not 0 <= i < all_dirs.shape[0]]
     if bad:
         raise ValueError(f"Direction indices {bad} are beyond the {all_dirs.shape[0]} directions in {directions_path}.")
+    description = {**describe(cfg), io_utils.WEIGHTS_KEY: io_utils.tree_digest(gen.params),
+                   "directions": np.asarray(all_dirs), "manipulate": m.to_dict()}
+    with io_utils.claim_workdir(workdir, description, overwrite=bool(cfg.overwrite)):  # after validation
+        return _render_edits(cfg, gen, all_dirs, idx, pathlib.Path(workdir), directions_path, progress)
+
+
+def _render_edits(cfg, gen, all_dirs, idx, workdir: pathlib.Path, directions_path, progress: bool):
+    m = cfg.manipulate
     steps = edit_lib.step_range(m.step_start, m.step_stop, int(m.num_steps))
     n = int(m.num_samples)
     outputs = []

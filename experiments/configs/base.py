@@ -9,8 +9,10 @@ Fields (all overridable on the command line, e.g. ``--config.num_samples 16``):
 * ``space``: 'w' (paper), 'wplus', or for BigGAN 'z' / 'class'; ``layers``: W-space layer subset ('' = all).
 * ``num_samples``, ``seed``, ``latents_file``, ``truncation_psi``, ``truncation_cutoff`` (-1 = all layers).
 * ``aggregation``: 'mean' (Grams averaged over samples) or 'per_sample' (one solve per sample, as the paper).
-* ``scale_out``: 'auto' (sharded over all devices and hosts when there is more than one, else a plain loop),
-  'loop' or 'sharded'; ``save_interval_secs``: checkpoint interval of the sharded path.
+* ``scale_out``: 'auto' or 'sharded' (samples split over all devices of all hosts) or 'loop' (one device); either
+  way Grams go through the one resume mechanism (orbax checkpoints in ``WORKDIR/grams_ckpt``).
+  ``save_interval_secs``: seconds between checkpoints; ``block_size``: samples per step over all devices (None:
+  4 per device; checkpoints fall between steps).
 * ``official``: the paper code's pipeline (resize to 256 + channel sum, per-sample eig(inv(B) A) with tau=1e-3),
   plus ours on the same Grams for comparison.
 * ``jacobian``: tangent_chunk, preprocess ('none' | 'official'), strategy, memory_budget_gib.
@@ -41,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.aggregation = "mean"
     c.scale_out = "auto"
     c.save_interval_secs = 300.0
+    c.block_size = ml_collections.config_dict.placeholder(int)
     c.official = False
     c.overwrite = False
     c.jacobian = ml_collections.ConfigDict(dict(tangent_chunk=64, preprocess="none", strategy="auto",
