@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import dist_worker  # noqa: E402
 
-from regfac_jax import distributed, jacobian, resumable  # noqa: E402
+from regfac_jax import distributed, io_utils, jacobian, resumable  # noqa: E402
 
 WORKER = pathlib.Path(dist_worker.__file__)
 TIMEOUT = 180  # seconds per subprocess: generous for 2 shared cores, small enough to fail fast on a hang
@@ -113,12 +113,12 @@ def test_bad_input(x64):
 def test_config_fingerprint():
     base = {"model": "ffhq", "psi": 0.7, "regions": ["eyes", "nose"], "latents": np.arange(6.0).reshape(2, 3)}
     same = {"regions": ["eyes", "nose"], "latents": np.arange(6.0).reshape(2, 3), "psi": 0.7, "model": "ffhq"}
-    assert distributed.config_fingerprint(base) == distributed.config_fingerprint(same)
+    assert io_utils.fingerprint(base) == io_utils.fingerprint(same)
     for key, value in [("psi", 0.7000001), ("regions", ["eyes"]), ("latents", np.arange(6.0).reshape(3, 2)),
                        ("latents", np.arange(6.0, dtype=np.float32).reshape(2, 3))]:
-        assert distributed.config_fingerprint({**base, key: value}) != distributed.config_fingerprint(base), key
+        assert io_utils.fingerprint({**base, key: value}) != io_utils.fingerprint(base), key
     with pytest.raises(TypeError, match="model.*no stable fingerprint"):
-        distributed.config_fingerprint({"model": object()})
+        io_utils.fingerprint({"model": object()})
     distributed.assert_hosts_agree("anything")  # one process: nothing to disagree with
 
 
@@ -229,14 +229,13 @@ def test_workdir_of_another_experiment_is_refused(tmp_path, x64):
     fn, lat, masks = dist_worker.problem(3)
     work = tmp_path / "exp"
     resumable.run_resumable(fn, lat, masks, work, config={"regions": "eyes", "psi": 0.7}, save_interval_secs=0)
-    with pytest.raises(resumable.WorkdirMismatchError,
-                       match=r"holds a different experiment.*experiment\.config\.psi: '0\.7' in the stored run, "
-                             r"'0\.5' now"):
+    with pytest.raises(io_utils.WorkdirConflict,
+                       match=r"different settings.*description\.config\.psi: '0\.7' -> '0\.5'"):
         resumable.run_resumable(fn, lat, masks, work, config={"regions": "eyes", "psi": 0.5})
-    with pytest.raises(resumable.WorkdirMismatchError, match=r"holds a different experiment.*experiment\.latents"):
+    with pytest.raises(io_utils.WorkdirConflict, match=r"different settings.*description\.latents: float64\[3, 5\]"):
         resumable.run_resumable(fn, lat + 1, masks, work, config={"regions": "eyes", "psi": 0.7})
     fn_other, _, _ = dist_worker.problem(3, seed=5)
-    with pytest.raises(resumable.WorkdirMismatchError, match=r"holds a different experiment.*experiment\.function"):
+    with pytest.raises(io_utils.WorkdirConflict, match=r"different settings.*description\.generator: sha256"):
         resumable.run_resumable(fn_other, lat, masks, work, config={"regions": "eyes", "psi": 0.7})
 
 
@@ -260,6 +259,6 @@ def test_accumulator_bookkeeping(tmp_path):
     np.testing.assert_array_equal(again.mean(), g)  # exact: small integers in float64
     np.testing.assert_array_equal(again.per_sample_grams()[3], g)
     again.close()
-    with pytest.raises(resumable.WorkdirMismatchError, match=r"holds a different experiment.*num_samples: 4"):
+    with pytest.raises(io_utils.WorkdirConflict, match=r"different settings.*num_samples: 4 -> 5"):
         resumable.ResumableGramAccumulator(tmp_path / "acc", "fp", num_samples=5, gram_shape=(2, 3, 3),
                                            per_sample=True)
