@@ -264,7 +264,8 @@ def prepare(cfg) -> _Job:
     gen = prepare_model(cfg)
     layers = parse_layers(cfg.layers, gen.num_ws) if gen.kind != "biggan" else None
     lat = sample_latents(gen, cfg)
-    preprocess = "official" if cfg.official else (None if cfg.jacobian.preprocess == "none" else cfg.jacobian.preprocess)
+    preprocess = None if cfg.jacobian.preprocess == "none" else cfg.jacobian.preprocess
+    preprocess = "official" if cfg.official else preprocess
     fns, points = zip(*(sample_function(gen, cfg, lat, i, layers) for i in range(int(cfg.num_samples))))
     h, w, _ = jacobian.output_shape(fns[0], points[0], preprocess)
     masks = parse_regions(cfg.regions, cfg.dataset, h)
