@@ -337,7 +337,7 @@ def describe_inputs(fn, latents, masks, *, per_sample: bool = False, preprocess=
     """What determines the Grams of :func:`run_resumable`, for :func:`regfac_jax.io_utils.fingerprint`.
 
     Digests are computed here, once: ``generator`` is the SHA-256 of the arrays the functions share (the weights;
-    about 0.3 s for 30M parameters), ``per_sample_args`` of the arrays that differ per sample (e.g. ``base_ws``).
+    about 0.15 s for 30M parameters), ``per_sample_args`` of the arrays that differ per sample (e.g. ``base_ws``).
     ``tangent_chunk``, ``strategy``, block size and device count are left out: they change the result only by
     round-off, so a resume may change them.
 

@@ -1,8 +1,10 @@
-"""Scale-out: simulated devices, two jax.distributed processes, killed-and-resumed runs, and bad input.
+"""Scale-out: simulated devices, two jax.distributed processes, killed-and-resumed runs, preemption, bad input, and
+the pod command through the launcher.
 
 Simulated device counts and extra processes need a fresh JAX, so those checks run ``tests/dist_worker.py`` in
-subprocesses and compare with the single-device ``jacobian.region_grams`` computed here. Everything is float64 on a
-5-d toy generator with 8x8 images, so agreement is checked to round-off.
+subprocesses and compare with the single-device ``jacobian.region_grams`` computed here. The library checks are
+float64 on a 5-d toy generator with 8x8 images, so agreement is checked to round-off; the launcher checks run the
+float32 tiny StyleGAN2 fixture as N localhost processes on one shared work directory.
 """
 import json
 import os
