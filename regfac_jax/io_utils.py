@@ -287,7 +287,8 @@ class Workdir:
         self.release()
 
     def __del__(self):
-        self.release()
+        with contextlib.suppress(Exception):  # may run at interpreter shutdown; the kernel releases the lock anyway
+            self.release()
 
 
 def _lock(workdir: pathlib.Path) -> int:

@@ -116,7 +116,7 @@ def test_bad_input(x64):
         distributed.initialize_distributed("localhost:1234", 2, 2)
 
 
-def test_config_fingerprint():
+def test_fingerprint():
     base = {"model": "ffhq", "psi": 0.7, "regions": ["eyes", "nose"], "latents": np.arange(6.0).reshape(2, 3)}
     same = {"regions": ["eyes", "nose"], "latents": np.arange(6.0).reshape(2, 3), "psi": 0.7, "model": "ffhq"}
     assert io_utils.fingerprint(base) == io_utils.fingerprint(same)

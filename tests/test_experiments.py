@@ -85,6 +85,7 @@ def test_grams_equal_the_per_sample_loop(tiny_cfg, tmp_path):
 
 
 def test_workdir_of_another_experiment_is_refused(tiny_cfg, tmp_path):
+    tiny_cfg.num_samples = 1
     pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
     tiny_cfg.seed = 123
     with pytest.raises(io_utils.WorkdirConflict) as err:
@@ -98,10 +99,17 @@ def test_workdir_of_another_experiment_is_refused(tiny_cfg, tmp_path):
 
 def test_failed_start_claims_nothing_and_an_unstarted_claim_is_reclaimed(tiny_cfg, tmp_path, monkeypatch):
     run = tmp_path / "run"
+    tiny_cfg.num_samples = 1
     tiny_cfg.regions = "eyes,mouht"  # a typo: refused before the folder is touched
     with pytest.raises(regions.RegionError, match="mouht"):
         pipeline.find_directions(tiny_cfg, run, progress=False)
     assert not run.exists()
+    tiny_cfg.regions, model = "eyes,mouth", tiny_cfg.model
+    tiny_cfg.model = str(tmp_path / "missing.pkl")  # a bad model: refused before the folder is touched too
+    with pytest.raises(FileNotFoundError, match="missing.pkl"):
+        pipeline.find_directions(tiny_cfg, run, progress=False)
+    assert not run.exists()
+    tiny_cfg.model = model
     tiny_cfg.regions = "eyes,mouth"
     calls = _interrupt_block(monkeypatch, at=1)  # claimed, then stopped before any sample finished
     with pytest.raises(KeyboardInterrupt):
