@@ -298,21 +298,21 @@ POD_FLAGS = {"num_samples": 12, "block_size": 2, "save_interval_secs": 0, "aggre
 PREEMPTED_EXIT = 143  # experiments.find_directions.PREEMPTED_EXIT (128 + SIGTERM)
 
 
-def _launch(tmp_path, workdir, num_processes, fault=None, fault_process=None, fault_block=2):
+def _launch(tmp_path, workdir, num_processes, fault=None, fault_process=None, fault_block=2, extra=()):
     """Runs ``python -m experiments.find_directions ... --distributed`` as ``num_processes`` processes (via
     ``dist_worker.py launch``, which can inject a signal at a block). When one process dies of SIGKILL, the others
     are killed too, as a pod scheduler restarting the job would. Returns (return codes, logs, pids)."""
     port = _free_port()
-    flags = [f"--config.{k}={v}" for k, v in POD_FLAGS.items()]
+    flags = [f"--config.{k}={v}" for k, v in POD_FLAGS.items()] + list(extra)
     env = dict(_env(), REGFAC_FIXTURES=str(FIXTURES))
-    procs = []
+    procs, attempt = [], len(list(tmp_path.glob("launch_*.log")))
     for pid in range(num_processes):
         fault_args = ["--fault", fault, "--fault-block", str(fault_block)] if pid == fault_process else []
         cmd = [sys.executable, str(WORKER), "launch", *fault_args, "--", "--config",
                f"{REPO}/experiments/configs/ffhq_stylegan2.py:tiny", "--workdir", str(workdir), "--distributed",
                "--coordinator", f"127.0.0.1:{port}", "--num_processes", str(num_processes), "--process_id", str(pid),
                *flags]
-        log = open(tmp_path / f"launch_{workdir.name}_{num_processes}_{pid}.log", "w+")
+        log = open(tmp_path / f"launch_{attempt:03d}_{workdir.name}_{pid}.log", "w+")
         procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO), log))
     try:
         deadline = time.monotonic() + TIMEOUT
@@ -391,6 +391,10 @@ def test_pod_2_and_4_processes_equal_the_loop(tmp_path, pod_reference):
         assert rcs == [0] * n, "\n".join(log[-3000:] for log in logs)
         assert _lock_holder(work) == pids[0]
         _assert_pod_result(work, pod_reference)
+    # another experiment on that work directory: process 0 refuses it, and every process stops (none hangs)
+    rcs, logs, _ = _launch(tmp_path, tmp_path / "pod2", 2, extra=["--config.seed=5"])
+    assert rcs[0] != 0 and rcs[1] != 0
+    assert "config.seed: 4 -> 5" in logs[0] and "Process 0 failed to claim the work directory" in logs[1]
 
 
 @pytest.mark.slow
