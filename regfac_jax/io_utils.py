@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import pathlib
 import tempfile
@@ -298,7 +299,7 @@ def _lock(workdir: pathlib.Path) -> int:
     fd = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         os.close(fd)
         try:
             holder = json.loads((workdir / LOCK_FILE).read_text() or "{}")
@@ -307,6 +308,9 @@ def _lock(workdir: pathlib.Path) -> int:
         raise WorkdirConflict(
             f"{workdir} is in use by another run (pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
             f"started {holder.get('started', '?')}). Wait for it to finish, or use another --workdir.") from None
+    except OSError as err:  # e.g. a FUSE or network file system without flock: run, but say so
+        logging.getLogger(__name__).warning("%s: cannot take the advisory lock (%s); running without it, so make "
+                                            "sure no other run uses this directory.", workdir, err)
     os.ftruncate(fd, 0)  # in place: replacing the file would leave the lock on an orphaned inode
     os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}).encode(), 0)
