@@ -273,9 +273,18 @@ def prepare(cfg) -> _Job:
     stack = regions.validate_masks(np.stack([masks[k] for k in names]), (h, w))
     points = np.stack([np.asarray(p) for p in points])
     per_sample = cfg.aggregation == "per_sample" or bool(cfg.official)
+    _check_solver(cfg)
     description = resumable.describe_inputs(list(fns), points, stack, per_sample=per_sample, preprocess=preprocess,
                                             config=describe(cfg))
     return _Job(gen, lat, names, stack, list(fns), points, preprocess, per_sample, description)
+
+
+def _check_solver(cfg) -> None:
+    """The configured solver on a 2x2 identity problem, so that a bad solver setting fails before any work."""
+    tau = None if cfg.solver.tau in (None, -1, -1.0) else float(cfg.solver.tau)
+    reg = "paper" if cfg.official else cfg.solver.regularization
+    dirs_lib.generalized_eigh(np.eye(2), np.eye(2), regularization=reg, tau=tau,
+                              method="official" if cfg.official else cfg.solver.method)
 
 
 @contextlib.contextmanager

@@ -110,6 +110,11 @@ def test_failed_start_claims_nothing_and_an_unstarted_claim_is_reclaimed(tiny_cf
         pipeline.find_directions(tiny_cfg, run, progress=False)
     assert not run.exists()
     tiny_cfg.model = model
+    tiny_cfg.solver.method = "whitten"  # a bad solver setting: found before the folder is touched, not after the Grams
+    with pytest.raises(ValueError, match="whitten"):
+        pipeline.find_directions(tiny_cfg, run, progress=False)
+    assert not run.exists()
+    tiny_cfg.solver.method = "whiten"
     tiny_cfg.regions = "eyes,mouth"
     calls = _interrupt_block(monkeypatch, at=1)  # claimed, then stopped before any sample finished
     with pytest.raises(KeyboardInterrupt):
