@@ -5,12 +5,12 @@ flags and call :func:`find_directions` / :func:`manipulate`.
 Work directory layout written by :func:`find_directions` (R regions, N samples, k = ``solver.k`` directions,
 d = latent width; arrays are ``.npy`` / ``.npz``, every file is written atomically)::
 
-    run.json                  the experiment's settings and fingerprint (a different experiment is refused)
-    log.txt                   progress log
+    run.lock                  advisory lock (fcntl) held by the running job's process 0: its pid and host
+    run.json                  the experiment's fingerprint and description (a different experiment is refused)
+    log.txt                   the full log (orbax's records included); the console shows progress and a summary
     latents.npz               the sampled latents (z and ws, or BigGAN's z and class_vector) and their seed
-    samples/grams_00007.npz   one sample's Grams A, B [R, d, d] (single-device loop; resume unit: finished samples
-                              are read back, not recomputed)
-    grams_ckpt/               orbax checkpoints of the partial sums (sharded path, several devices or hosts)
+    grams_ckpt/<step>/        orbax checkpoints of the Gram sums and the finished-sample set (the resume state,
+                              whatever the number of devices or hosts)
     grams.npz                 A, B: [R, d, d] (mean over samples) or [N, R, d, d] (per-sample mode); region names
     masks/<region>.png        each region's mask (255 = foreground), at the Jacobian's resolution
     spectrum.png              eigenvalue spectra of every region (per-sample mode: mean over samples)
@@ -40,12 +40,13 @@ Directions of the official methods keep LAPACK's signs; ours have their largest-
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
 import pathlib
-import time
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -226,64 +227,124 @@ def parse_regions(spec: str, dataset: str, resolution: int) -> dict[str, np.ndar
 # ----------------------------------------------------------------------------------------------------------
 # find_directions
 # ----------------------------------------------------------------------------------------------------------
+#: Inside the work directory: the orbax checkpoints of the Gram sums (the resume state).
+CHECKPOINT_DIR = "grams_ckpt"
+#: Settings that change how a run executes but not its result (beyond round-off): a resume may change them.
+_EXECUTION_ONLY = ("overwrite", "manipulate", "scale_out", "save_interval_secs", "block_size")
+_JACOBIAN_EXECUTION_ONLY = ("tangent_chunk", "strategy", "memory_budget_gib")
+
+
 def describe(cfg) -> dict:
-    """The settings that define the result (their change means another experiment); excludes 'overwrite'."""
+    """The settings that determine the result (their change means another experiment).
+
+    Left out: ``overwrite``, ``manipulate`` and how the run executes (``scale_out``, ``save_interval_secs``,
+    ``block_size``, the Jacobian's ``tangent_chunk``/``strategy``/``memory_budget_gib``), which change the result
+    by round-off at most, so that a restart on other hardware resumes.
+    """
     d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-    d.pop("overwrite", None)
-    d.pop("manipulate", None)
+    for key in _EXECUTION_ONLY:
+        d.pop(key, None)
+    d["jacobian"] = {k: v for k, v in dict(d.get("jacobian") or {}).items() if k not in _JACOBIAN_EXECUTION_ONLY}
     return json.loads(json.dumps(d, default=str))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """A validated direction search: everything that can fail on bad input has been built (no file written)."""
+
+    gen: Any
+    latents: dict  # sample_latents' output
+    names: list  # region names
+    masks: np.ndarray  # [R, H', W']
+    fns: list  # N per-sample functions
+    points: np.ndarray  # [N, d] linearisation points
+    preprocess: Any
+    per_sample: bool
+    description: dict  # resumable.describe_inputs(...): what the fingerprint covers
+
+
+def prepare(cfg) -> _Job:
+    """Loads the model, samples the latents, builds the regions and describes the experiment, touching no file.
+
+    Raises (before any work directory is claimed): FileNotFoundError / ValueError / regions.RegionError for a
+    missing model, unknown region or class, latents that do not fit, or bad settings.
+    """
+    from regfac_jax import resumable
+    if cfg.scale_out not in ("auto", "loop", "sharded"):
+        raise errors.ConfigError(f"scale_out must be 'auto', 'loop' or 'sharded'; got {cfg.scale_out!r}.")
+    gen = prepare_model(cfg)
+    layers = parse_layers(cfg.layers, gen.num_ws) if gen.kind != "biggan" else None
+    lat = sample_latents(gen, cfg)
+    preprocess = None if cfg.jacobian.preprocess == "none" else cfg.jacobian.preprocess
+    preprocess = "official" if cfg.official else preprocess
+    fns, points = zip(*(sample_function(gen, cfg, lat, i, layers) for i in range(int(cfg.num_samples))))
+    h, w, _ = jacobian.output_shape(fns[0], points[0], preprocess)
+    masks = parse_regions(cfg.regions, cfg.dataset, h)
+    names = list(masks)
+    stack = regions.validate_masks(np.stack([masks[k] for k in names]), (h, w))
+    points = np.stack([np.asarray(p) for p in points])
+    per_sample = cfg.aggregation == "per_sample" or bool(cfg.official)
+    _check_solver(cfg)
+    description = resumable.describe_inputs(list(fns), points, stack, per_sample=per_sample, preprocess=preprocess,
+                                            config=describe(cfg))
+    return _Job(gen, lat, names, stack, list(fns), points, preprocess, per_sample, description)
+
+
+def _check_solver(cfg) -> None:
+    """The configured solver on a 2x2 identity problem, so that a bad solver setting fails before any work."""
+    method, kwargs = solver_settings(cfg)
+    dirs_lib.generalized_eigh(np.eye(2), np.eye(2), method=method, **kwargs)
+
+
+@contextlib.contextmanager
+def claimed(workdir: pathlib.Path, description: dict, overwrite: bool) -> Iterator[None]:
+    """Every process of the job agrees on the experiment; process 0 claims (locks) ``workdir`` for the duration."""
+    from regfac_jax import distributed
+    distributed.assert_hosts_agree(io_utils.fingerprint(description),
+                                   "experiment (config, generator weights, latents or masks)")
+    claim = distributed.on_primary(lambda: io_utils.claim_workdir(workdir, description, overwrite=overwrite),
+                                   f"claim the work directory {workdir}")
+    try:
+        yield
+    finally:
+        if claim is not None:
+            claim.release()
 
 
 def find_directions(cfg, workdir, progress: bool = True) -> dict:
     """Runs a whole direction search into ``workdir`` (see the module docstring); resumes if interrupted.
 
+    Every process of a multi-host job calls it; all compute, process 0 alone writes.
+
     Returns:
       ``{region: {'eigenvalues': [k], 'directions': [k, d]}}``, or ``[N, k]`` and ``[N, k, d]`` per sample in
       per-sample mode (``aggregation='per_sample'`` or ``official``).
+
+    Raises:
+      io_utils.WorkdirConflict: ``workdir`` is locked by another run or holds another experiment.
+      resumable.Preempted: a SIGTERM on some host stopped the run after a checkpoint.
     """
-    if not _is_writer():  # multi-host: process 0 alone touches the work directory
-        return _find_directions(cfg, pathlib.Path(workdir), progress)
-    workdir = io_utils.claim_workdir(workdir, describe(cfg), overwrite=bool(cfg.overwrite))
-    with logs.log_to_file(workdir / "log.txt"):  # every record, orbax's included; the console stays quiet
-        return _find_directions(cfg, workdir, progress)
+    job = prepare(cfg)  # every check that can fail on bad input, before the folder is touched
+    writer = io_utils.Writer(enabled=jax.process_index() == 0)  # multi-host: process 0 alone writes
+    workdir = pathlib.Path(workdir)
+    with claimed(workdir, job.description, bool(cfg.overwrite)):
+        if not writer.enabled:
+            return _find_directions(cfg, job, workdir, writer, progress)
+        with logs.log_to_file(workdir / io_utils.LOG_FILE):  # every record, orbax's included; the console stays quiet
+            return _find_directions(cfg, job, workdir, writer, progress)
 
 
-def _is_writer() -> bool:
-    return jax.process_index() == 0
-
-
-class _Out:
-    """Output calls that only process 0 performs (the others compute the same values and write nothing)."""
-
-    def __getattr__(self, name):
-        func = getattr(io_utils, name)
-        return func if _is_writer() else (lambda *a, **k: None)
-
-
-writer = _Out()
-
-
-def _find_directions(cfg, workdir: pathlib.Path, progress: bool) -> dict:
-    solver_settings(cfg)  # bad solver settings fail before any Jacobian is computed
-    gen = prepare_model(cfg)
-    layers = parse_layers(cfg.layers, gen.num_ws) if gen.kind != "biggan" else None
-    lat = sample_latents(gen, cfg)
-    writer.save_npz(workdir / "latents.npz", seed=np.int64(cfg.seed), **lat)
-    preprocess = "official" if cfg.official else (None if cfg.jacobian.preprocess == "none" else cfg.jacobian.preprocess)
-    fn0, point0 = sample_function(gen, cfg, lat, 0, layers)
-    h, w, c = jacobian.output_shape(fn0, point0, preprocess)
-    masks = parse_regions(cfg.regions, cfg.dataset, h)
-    names = list(masks)
-    stack = regions.validate_masks(np.stack([masks[k] for k in names]), (h, w))
-    for name in names:
-        writer.save_png(workdir / "masks" / f"{name}.png", (masks[name] * 255).astype(np.uint8))
-    n = int(cfg.num_samples)
+def _find_directions(cfg, job: _Job, workdir: pathlib.Path, writer: io_utils.Writer, progress: bool) -> dict:
+    gen = job.gen
     log.info("model %s (%s, %dx%d), regions %s, %d samples, space %s, d=%d", cfg.model, gen.kind,
-             gen.img_resolution, gen.img_resolution, names, n, cfg.space, point0.shape[0])
-    A, B = _accumulate(gen, cfg, lat, layers, stack, preprocess, workdir, progress)
-    writer.save_npz(workdir / "grams.npz", A=A, B=B, regions=np.array(names))
-    results = _solve(cfg, A, B, names, workdir)
-    if _is_writer():
+             gen.img_resolution, gen.img_resolution, job.names, len(job.fns), cfg.space, job.points.shape[1])
+    A, B = _accumulate(cfg, job, workdir, progress and writer.enabled)
+    writer.save_npz(workdir / "latents.npz", seed=np.int64(cfg.seed), **job.latents)
+    for name, mask in zip(job.names, job.masks):
+        writer.save_png(workdir / "masks" / f"{name}.png", (mask * 255).astype(np.uint8))
+    writer.save_npz(workdir / "grams.npz", A=A, B=B, regions=np.array(job.names))
+    results = _solve(cfg, A, B, job.names, workdir, writer)
+    if writer.enabled:
         _plot_spectrum(workdir / "spectrum.png", _spectra(results))
         _save_orbax(workdir / "directions_orbax", results)
     log.info("wrote %s", workdir)
@@ -300,66 +361,41 @@ def _spectra(results: dict) -> dict:
     return out
 
 
-def _use_sharded(cfg) -> bool:
-    if cfg.scale_out == "auto":
-        return jax.device_count() > 1 or jax.process_count() > 1
-    if cfg.scale_out not in ("loop", "sharded"):
-        raise errors.ConfigError(f"scale_out must be 'auto', 'loop' or 'sharded'; got {cfg.scale_out!r}.")
-    return cfg.scale_out == "sharded"
+def _mesh(cfg):
+    """All devices of all processes, or (``scale_out='loop'``) this process's first device."""
+    from regfac_jax import distributed
+    if cfg.scale_out != "loop":
+        return distributed.make_mesh()
+    if jax.process_count() > 1:
+        raise ValueError("scale_out='loop' runs on one device of one process; a multi-process job needs 'auto'.")
+    return distributed.make_mesh(jax.local_devices()[:1])
 
 
-def _accumulate(gen, cfg, lat, layers, stack, preprocess, workdir, progress):
-    """Per-sample Grams with resume: a plain loop on one device, or sharded over every device of every host."""
-    per_sample = cfg.aggregation == "per_sample" or bool(cfg.official)
-    if _use_sharded(cfg):
-        from regfac_jax import resumable
-        n = int(cfg.num_samples)
-        fns, points = zip(*(sample_function(gen, cfg, lat, i, layers) for i in range(n)))
-        callback = None
-        if progress and jax.process_index() == 0:
-            callback = lambda p: log.info("%s", p)  # noqa: E731
-        return tuple(np.asarray(g) for g in resumable.run_resumable(
-            list(fns), jnp.stack(points), stack, str(workdir / "grams_ckpt"), config=describe(cfg),
-            per_sample=per_sample, preprocess=preprocess, tangent_chunk=int(cfg.jacobian.tangent_chunk),
-            strategy=cfg.jacobian.strategy, memory_budget=int(cfg.jacobian.memory_budget_gib * 2 ** 30),
-            save_interval_secs=float(cfg.save_interval_secs), callback=callback))
-    return _accumulate_loop(gen, cfg, lat, layers, stack, preprocess, workdir, progress, per_sample)
-
-
-def _accumulate_loop(gen, cfg, lat, layers, stack, preprocess, workdir, progress, per_sample):
-    """Per-sample Grams, each saved as soon as it is done; finished samples are read back, not recomputed."""
-    n = int(cfg.num_samples)
-    samples_dir = workdir / "samples"
-    samples_dir.mkdir(exist_ok=True)
-    done = sum((samples_dir / f"grams_{i:05d}.npz").exists() for i in range(n))
-    if done:
-        logs.report_resume(done, n)
-    iterator = range(n)
+def _accumulate(cfg, job: _Job, workdir: pathlib.Path, progress: bool):
+    """Grams of every sample through the one resume mechanism (orbax checkpoints in ``workdir/grams_ckpt``)."""
+    from regfac_jax import resumable
+    bar = None
     if progress:
         from tqdm.auto import tqdm
-        iterator = tqdm(iterator, desc="samples", unit="sample")
-    per_a, per_b, t0 = [], [], time.time()
-    for i in iterator:
-        path = samples_dir / f"grams_{i:05d}.npz"
-        if path.exists():
-            with np.load(path) as data:
-                a, b = data["A"], data["B"]
-        else:
-            fn, point = sample_function(gen, cfg, lat, i, layers)
-            a, b = jacobian.region_grams(fn, point, stack, tangent_chunk=int(cfg.jacobian.tangent_chunk),
-                                         preprocess=preprocess, strategy=cfg.jacobian.strategy,
-                                         memory_budget=int(cfg.jacobian.memory_budget_gib * 2 ** 30))
-            a, b = np.asarray(a), np.asarray(b)
-            writer.save_npz(path, A=a, B=b)
-            done = i + 1
-            log.info("sample %d/%d done (%.1fs elapsed, ~%.0fs left)", done, n, time.time() - t0,
-                     (time.time() - t0) / done * (n - done))
-        per_a.append(a)
-        per_b.append(b)
-    per_a, per_b = np.stack(per_a), np.stack(per_b)  # [N, R, d, d]
-    if per_sample:
-        return per_a, per_b
-    return per_a.mean(0), per_b.mean(0)
+        bar = tqdm(total=len(job.fns), desc="samples", unit="sample")
+
+    def report(p):
+        if bar is not None:
+            bar.update(p.done - bar.n)
+        log.info("%d/%d samples done (%d computed by this run, %.1fs)", p.done, p.total, p.computed, p.seconds)
+
+    block = None if cfg.get("block_size") is None else int(cfg.block_size)
+    try:
+        A, B = resumable.run_resumable(
+            job.fns, job.points, job.masks, str(workdir / CHECKPOINT_DIR), description=job.description,
+            mesh=_mesh(cfg), block_size=block, per_sample=job.per_sample, preprocess=job.preprocess,
+            tangent_chunk=int(cfg.jacobian.tangent_chunk), strategy=cfg.jacobian.strategy,
+            memory_budget=int(cfg.jacobian.memory_budget_gib * 2 ** 30),
+            save_interval_secs=float(cfg.save_interval_secs), callback=report)
+    finally:
+        if bar is not None:
+            bar.close()
+    return np.asarray(A), np.asarray(B)
 
 
 def solver_settings(cfg) -> tuple[str, dict]:
@@ -398,7 +434,7 @@ def _top_cosines(dv: np.ndarray, dv_ours: np.ndarray) -> list[float]:
     return [float(c) for c in cos]
 
 
-def _write_region(workdir: pathlib.Path, name: str, ev: np.ndarray, dv: np.ndarray) -> None:
+def _write_region(writer: io_utils.Writer, workdir: pathlib.Path, name: str, ev: np.ndarray, dv: np.ndarray) -> None:
     """One region's directions; per-sample results (``ev [N, k]``, ``dv [N, k, d]``) get names that say so."""
     if dv.ndim == 2:
         writer.save_npy(workdir / "directions" / f"{name}.npy", dv)
@@ -411,7 +447,7 @@ def _write_region(workdir: pathlib.Path, name: str, ev: np.ndarray, dv: np.ndarr
         writer.save_npy(workdir / "eigenvalues" / f"{name}_sample{j:03d}.npy", ev[j])
 
 
-def _solve(cfg, A, B, names, workdir) -> dict:
+def _solve(cfg, A, B, names, workdir, writer: io_utils.Writer) -> dict:
     """Directions of every region (per sample when the Grams are ``[N, R, d, d]``), written as documented above."""
     k = int(cfg.solver.k) if cfg.solver.k else None
     method, kwargs = solver_settings(cfg)
@@ -424,7 +460,7 @@ def _solve(cfg, A, B, names, workdir) -> dict:
             _, dv_w = dirs_lib.generalized_eigh(a, b, k=k, **_ours_on_the_same_problem(method, kwargs))
             comparison[name] = _top_cosines(dv, np.asarray(dv_w))
         results[name] = {"eigenvalues": ev, "directions": dv}
-        _write_region(workdir, name, ev, dv)
+        _write_region(writer, workdir, name, ev, dv)
     if comparison:
         writer.write_json(workdir / "official_comparison.json",
                           {"method": method, "ours": _ours_on_the_same_problem(method, kwargs),
@@ -442,7 +478,11 @@ def _save_orbax(path: pathlib.Path, results: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    with ocp.PyTreeCheckpointer() as ckptr:
+    # Process-local save: orbax saves are collective by default (every process must call them), but only
+    # process 0 gets here; a default checkpointer would wait for the others at its barrier forever.
+    local = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=local),
+                          multiprocessing_options=local) as ckptr:
         ckptr.save(tmp.resolve(), tree)
     if path.exists():
         shutil.rmtree(path)
@@ -471,14 +511,6 @@ def manipulate(cfg, directions_path, workdir, progress: bool = True) -> list[pat
     """Renders edits of ``directions_path`` (ours or the paper's .npy) into ``workdir``: a PNG grid per direction
     (rows: samples, columns: steps), a GIF per sample and direction, and ``index.html`` showing all of them."""
     m = cfg.manipulate
-    workdir = io_utils.claim_workdir(workdir, {**describe(cfg), "directions": str(directions_path),
-                                               "manipulate": m.to_dict()}, overwrite=bool(cfg.overwrite))
-    with logs.log_to_file(workdir / "log.txt"):
-        return _manipulate(cfg, directions_path, workdir, progress)
-
-
-def _manipulate(cfg, directions_path, workdir: pathlib.Path, progress: bool) -> list[pathlib.Path]:
-    m = cfg.manipulate
     gen = prepare_model(cfg)
     all_dirs = edit_lib.load_directions(directions_path, gen.latent_dim)
     idx = [int(i) for i in str(m.indices).split(",") if i.strip()]
@@ -486,6 +518,16 @@ def _manipulate(cfg, directions_path, workdir: pathlib.Path, progress: bool) -> 
     if bad:
         raise errors.ConfigError(f"Direction indices {bad} are beyond the {all_dirs.shape[0]} directions in "
                                  f"{directions_path}.")
+    description = {**describe(cfg), io_utils.WEIGHTS_KEY: io_utils.tree_digest(gen.params),
+                   "directions": np.asarray(all_dirs), "manipulate": m.to_dict()}
+    workdir = pathlib.Path(workdir)
+    with io_utils.claim_workdir(workdir, description, overwrite=bool(cfg.overwrite)), \
+            logs.log_to_file(workdir / "log.txt"):  # claimed after validation; every record goes to log.txt
+        return _render_edits(cfg, gen, all_dirs, idx, workdir, directions_path, progress)
+
+
+def _render_edits(cfg, gen, all_dirs, idx, workdir: pathlib.Path, directions_path, progress: bool):
+    m = cfg.manipulate
     steps = edit_lib.step_range(m.step_start, m.step_stop, int(m.num_steps))
     n = int(m.num_samples)
     outputs = []

@@ -28,9 +28,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import re
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -115,46 +114,8 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Configuration fingerprints and agreement between hosts
+# Agreement between hosts, and work that process 0 alone does
 # ----------------------------------------------------------------------------------------------------------
-def _canonical(value: Any, path: str) -> Any:
-    """A JSON-able stand-in for ``value`` that changes whenever its content does."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return repr(value)  # exact round trip, unlike JSON's float printing on some platforms
-    if isinstance(value, (np.generic,)):
-        return _canonical(value.item(), path)
-    if isinstance(value, (np.ndarray, jax.Array)):
-        arr = np.ascontiguousarray(np.asarray(value))
-        digest = hashlib.sha256(arr.tobytes()).hexdigest()
-        return {"__array__": [str(arr.dtype), list(arr.shape), digest]}
-    if isinstance(value, Mapping):
-        keys = [str(k) for k in value]
-        if len(set(keys)) != len(keys):
-            raise TypeError(f"config_fingerprint: keys of {path or 'the config'} collide when turned into strings.")
-        return {str(k): _canonical(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if hasattr(value, "to_dict"):  # ml_collections.ConfigDict and friends
-        return _canonical(value.to_dict(), path)
-    raise TypeError(f"config_fingerprint: {path or 'the config'} has a value of type {type(value).__name__} that has "
-                    "no stable fingerprint; use numbers, strings, lists, dicts or numpy arrays.")
-
-
-def config_fingerprint(config: Mapping[str, Any]) -> str:
-    """A stable hash of an experiment's configuration (dict order does not matter; arrays count by content).
-
-    Args:
-      config: nested dicts/lists of None, bool, int, float, str and numpy/JAX arrays (or an ml_collections config).
-
-    Returns:
-      64 hexadecimal characters (SHA-256 of the canonical JSON).
-    """
-    canon = json.dumps(_canonical(config, ""), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canon.encode()).hexdigest()
-
-
 def assert_hosts_agree(fingerprint: str, what: str = "configuration") -> None:
     """Checks that every process holds the same ``fingerprint`` (all-gathered over the processes).
 
@@ -174,6 +135,39 @@ def assert_hosts_agree(fingerprint: str, what: str = "configuration") -> None:
         raise RuntimeError(
             f"Hosts disagree on the {what}: process(es) {bad} hold(s) a different one than process 0 (hash prefixes "
             f"{tags}). Launch every host with the same command, flags, config file and code version.")
+
+
+def on_primary(fn: Callable[[], Any], what: str) -> Any:
+    """Runs ``fn()`` on process 0 only and tells every process whether it succeeded (a collective).
+
+    For work that touches shared state once per job (claiming the work directory, reading a checkpoint): either
+    every process goes on, or every process raises, so none waits forever in a later collective.
+
+    Args:
+      fn: called with no arguments on process 0.
+      what: what ``fn`` does, for the other processes' error message.
+
+    Returns:
+      ``fn()``'s value on process 0, None on the others.
+
+    Raises:
+      Whatever ``fn`` raised, on process 0; RuntimeError pointing to process 0's log on the others.
+    """
+    if jax.process_count() == 1:
+        return fn()
+    from jax.experimental import multihost_utils
+    result, error = None, None
+    if jax.process_index() == 0:
+        try:
+            result = fn()
+        except BaseException as err:  # noqa: BLE001  (re-raised below, after telling the other processes)
+            error = err
+    failed = multihost_utils.broadcast_one_to_all(np.array([error is not None], np.int32))
+    if error is not None:
+        raise error
+    if int(np.asarray(failed)[0]):
+        raise RuntimeError(f"Process 0 failed to {what}; its log says why.")
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -326,7 +320,7 @@ def _differs(column) -> bool:
     return any(not np.array_equal(np.asarray(leaf), first) for leaf in column[1:])
 
 
-def _split_functions(fn, n: int):
+def split_functions(fn, n: int):
     """(treedef, varying flags, shared leaves, stacked per-sample leaves) of one function or ``n`` functions."""
     if callable(fn):
         leaves, treedef = jax.tree_util.tree_flatten(jacobian._as_partial(fn))
@@ -371,7 +365,7 @@ def plan_grams(fn, latents, masks, *, mesh: Mesh | None = None, tangent_chunk: i
     dtype = jnp.asarray(lat[:1]).dtype  # JAX's canonical dtype (float32 unless x64 is on)
     lat = np.ascontiguousarray(lat, dtype=dtype)
     mesh = make_mesh() if mesh is None else mesh
-    treedef, varying, shared, stacked = _split_functions(fn, lat.shape[0])
+    treedef, varying, shared, stacked = split_functions(fn, lat.shape[0])
     probe = jax.tree_util.tree_unflatten(treedef, _merge(shared, [s[0] for s in stacked], varying))
     h, w, c = jacobian.output_shape(probe, lat[0], preprocess)
     m = regions.validate_masks(masks, (h, w))

@@ -7,7 +7,7 @@ exception is a bug and keeps its traceback. Each concrete type also derives from
 * :class:`ConfigError`: a setting that cannot be used (unknown class name, layer, latent space, ...).
 * :class:`InputFileError`: a file whose content cannot be used (non-finite or wrongly shaped arrays, ...); the
   message names the file.
-* elsewhere: ``regions.RegionError``, ``io_utils.WorkdirConflict``, ``resumable.WorkdirMismatchError`` and the
+* elsewhere: ``regions.RegionError``, ``io_utils.WorkdirConflict`` (work directories and checkpoints) and the
   converters' ``ConversionError`` / ``CheckpointFormatError`` / ``UnsafeCheckpointError``.
 """
 from __future__ import annotations

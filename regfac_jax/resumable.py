@@ -1,10 +1,13 @@
 """Long Gram computations that survive preemption: partial sums checkpointed with orbax, resumed on restart.
 
+This is the project's one resume mechanism; the launchers run every job through :func:`run_resumable`, on one
+device or on every device of every host.
+
 :class:`ResumableGramAccumulator` keeps, on the host, the float64 sum of the Grams of the finished samples, a bitmap
 of which samples are finished and (if asked) every sample's own Grams. Process 0 saves that state with an orbax
-``CheckpointManager`` every ``save_interval_secs`` and at the end; a restarted job reads the latest checkpoint and
-only computes the samples still missing. Because the state is plain host arrays, a restart may use another device
-count, another device type or another block size.
+``CheckpointManager`` every ``save_interval_secs``, at a preemption notice and at the end; a restarted job reads the
+latest checkpoint and only computes the samples still missing. Because the state is plain host arrays, a restart
+may use another device count, another process count, another device type or another block size.
 
 Reproducibility: blocks are taken in sample order from the unfinished samples, and the host adds block sums in that
 order, so a run that was killed and resumed with the same device count and block size ends **bitwise identical** to
@@ -12,32 +15,51 @@ an uninterrupted run. With another device count (or block size) each block's sum
 devices, so results agree to float round-off (a few ulps of the latents' dtype relative to the largest entry).
 
 Multi-host: every process runs the same loop on the same blocks; block sums arrive on every host through the mesh's
-``psum``, so all hosts hold the same state. Only process 0 reads and writes the work directory: at start it
-broadcasts what it found (or its refusal) to the others, so the work directory need not be shared between hosts,
-and all hosts agree on which samples are done. On a preemption notice (``jax.distributed`` jobs) the hosts meet at a
-JAX preemption sync point and process 0 saves at once.
+``psum``, so all hosts hold the same state. Only process 0 reads and writes the checkpoints (a process-local orbax
+save: no other process takes part, so none waits for it); at start it broadcasts what it found (or its refusal),
+so all hosts agree on which samples are done.
 
-Work directory layout (orbax): ``<workdir>/<step>/{state,meta}``, where ``step`` is the number of finished samples,
+Preemption: SIGTERM (a preemption notice) on any host makes every host stop at the same block boundary, process 0
+save, and every process raise :class:`Preempted`. In a multi-process job JAX's preemption service carries the notice
+to all hosts (``multihost_utils.reached_preemption_sync_point``); in a single process a SIGTERM handler does.
+
+Checkpoint layout (orbax): ``<dir>/<step>/{state,meta}``, where ``step`` is the number of finished samples,
 ``state`` holds ``sums [2R, d, d]`` (float64), ``done [N]`` (bool) and optionally ``per_sample [N, 2R, d, d]``, and
-``meta`` (JSON) the fingerprint and the canonical configuration it was made from.
+``meta`` (JSON) the fingerprint (:func:`regfac_jax.io_utils.fingerprint`) and the description it was made from.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
+import logging
 import os
+import signal
+import threading
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
 
-from regfac_jax import distributed, errors, jacobian, logs
+from regfac_jax import distributed, io_utils, jacobian, logs
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+log = logging.getLogger(__name__)
 
 
-class WorkdirMismatchError(errors.UserError, ValueError):
-    """The work directory holds checkpoints of a different experiment."""
+class Preempted(Exception):
+    """A preemption notice (SIGTERM) stopped the run after a checkpoint; re-running resumes.
+
+    Attributes:
+      done: samples finished and saved.
+      total: all samples.
+    """
+
+    def __init__(self, done: int, total: int, directory: str):
+        self.done, self.total = int(done), int(total)
+        super().__init__(f"Preempted (SIGTERM) after {done} of {total} samples; they are checkpointed in {directory}. "
+                         "Re-run the same command to resume.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,45 +82,30 @@ class Progress:
     seconds: float
 
 
-def _diff(stored: Any, now: Any, path: str = "", limit: int = 8) -> list[str]:
-    """Human-readable differences between two canonical configs (at most ``limit``)."""
-    if isinstance(stored, dict) and isinstance(now, dict):
-        out = []
-        for key in sorted(set(stored) | set(now)):
-            sub = f"{path}.{key}" if path else key
-            if key not in stored:
-                out.append(f"{sub}: absent in the stored run, {now[key]!r} now")
-            elif key not in now:
-                out.append(f"{sub}: {stored[key]!r} in the stored run, absent now")
-            else:
-                out.extend(_diff(stored[key], now[key], sub, limit))
-        return out[:limit]
-    return [] if stored == now else [f"{path or 'config'}: {stored!r} in the stored run, {now!r} now"]
-
-
 class ResumableGramAccumulator:
     """Host-side sums of Grams over samples, checkpointed to ``workdir`` by process 0.
 
     Args:
       workdir: checkpoint directory (local path or any path orbax/etils understands, e.g. ``gs://...``).
-      fingerprint: the experiment's identity (:func:`regfac_jax.distributed.config_fingerprint`).
+      fingerprint: the experiment's identity (:func:`regfac_jax.io_utils.fingerprint` of ``description``).
       num_samples: ``N``.
       gram_shape: ``(2R, d, d)``.
       per_sample: also keep every sample's Grams ``[N, 2R, d, d]`` (``N * 2R * d * d`` values of ``dtype``).
       dtype: dtype of the per-sample Grams and of :meth:`mean`.
       save_interval_secs: save at most this often from :meth:`maybe_save` (0: after every block).
       max_to_keep: checkpoints kept.
-      config: optional configuration the fingerprint was made from; stored so that a refusal can name what differs.
+      description: optional description the fingerprint was made from; stored so that a refusal can name what
+        differs.
       clock: seconds since an arbitrary origin (tests may replace it).
 
     Raises:
-      WorkdirMismatchError: ``workdir`` holds a checkpoint of another experiment (on process 0; the other
+      io_utils.WorkdirConflict: ``workdir`` holds a checkpoint of another experiment (on process 0; the other
         processes raise RuntimeError pointing to process 0's log).
     """
 
     def __init__(self, workdir, fingerprint: str, *, num_samples: int, gram_shape: Sequence[int],
                  per_sample: bool = False, dtype=np.float32, save_interval_secs: float = 300.0,
-                 max_to_keep: int = 2, config: Mapping[str, Any] | None = None,
+                 max_to_keep: int = 2, description: Mapping[str, Any] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         if int(num_samples) < 1:
             raise ValueError(f"num_samples must be >= 1; got {num_samples}.")
@@ -114,7 +121,7 @@ class ResumableGramAccumulator:
         self._meta = {"format": FORMAT_VERSION, "fingerprint": self.fingerprint, "num_samples": self.num_samples,
                       "gram_shape": list(self.gram_shape), "per_sample": self.per_sample,
                       "dtype": self.dtype.name,
-                      "experiment": None if config is None else distributed._canonical(config, "")}
+                      "description": None if description is None else io_utils.canonical(description)}
         self._clock = clock
         self.sums = np.zeros(self.gram_shape, np.float64)
         self.done = np.zeros(self.num_samples, bool)
@@ -143,16 +150,14 @@ class ResumableGramAccumulator:
         return state
 
     def _check_meta(self, meta: Mapping[str, Any], step: int) -> None:
-        if meta.get("fingerprint") == self.fingerprint and all(
-                meta.get(k) == self._meta[k] for k in ("format", "num_samples", "gram_shape", "per_sample", "dtype")):
+        keys = ("format", "fingerprint", "num_samples", "gram_shape", "per_sample", "dtype")
+        if all(meta.get(k) == self._meta[k] for k in keys):
             return
-        lines = _diff({k: v for k, v in meta.items() if k != "fingerprint"},
-                      {k: v for k, v in self._meta.items() if k != "fingerprint"})
-        detail = "; ".join(lines) if lines else "the stored configuration is not recorded or differs only in data"
-        raise WorkdirMismatchError(
-            f"This work directory holds a different experiment: {self.workdir} (checkpoint step {step}) has "
-            f"fingerprint {str(meta.get('fingerprint'))[:16]}..., this run has {self.fingerprint[:16]}... "
-            f"(differences: {detail}). Use a new work directory, or delete this one to start over.")
+        lines = io_utils.describe_differences({k: v for k, v in meta.items() if k != "fingerprint"},
+                                              {k: v for k, v in self._meta.items() if k != "fingerprint"})
+        raise io_utils.WorkdirConflict(
+            f"{self.workdir} (checkpoint step {step}) holds a run with different settings (differences, stored -> "
+            f"now: {'; '.join(lines) or 'none recorded'}). Use another directory, or delete this one to start over.")
 
     def _read_latest(self) -> dict | None:
         import orbax.checkpoint as ocp
@@ -166,27 +171,17 @@ class ResumableGramAccumulator:
         for key, ref in want.items():
             got = np.asarray(state.get(key))
             if got.shape != ref.shape:
-                raise WorkdirMismatchError(f"Checkpoint step {step} in {self.workdir} is damaged: {key} has shape "
-                                           f"{got.shape}, expected {ref.shape}. Delete the work directory.")
+                raise io_utils.WorkdirConflict(f"Checkpoint step {step} in {self.workdir} is damaged: {key} has shape "
+                                               f"{got.shape}, expected {ref.shape}. Delete the work directory.")
         self.restored_step = self.saved_step = int(step)
         return {k: np.asarray(state[k]).astype(want[k].dtype) for k in want}
 
     def _restore(self) -> None:
         """Process 0 reads the latest checkpoint; every process receives it (or process 0's refusal)."""
-        code, error, state = 0, None, None
-        if self._mgr is not None:
-            try:
-                state = self._read_latest()
-                code = 0 if state is None else 1
-            except Exception as err:  # noqa: BLE001  (re-raised below, after telling the other processes)
-                code, error = 2, err
-        code = int(_broadcast({"code": np.array([code], np.int32)})["code"][0])
-        if code == 2:
-            if error is not None:
-                raise error
-            raise RuntimeError(f"Process 0 could not resume from the work directory {self.workdir} (another "
-                               "experiment, or a read error); see process 0's log for the details.")
-        if code == 1:
+        state = distributed.on_primary(lambda: self._read_latest() if self._mgr is not None else None,
+                                       f"read the checkpoints in {self.workdir}")
+        found = _broadcast({"found": np.array([state is not None], np.int32)})["found"][0]
+        if found:
             state = _broadcast(state if state is not None else self._state())
             self.sums, self.done = state["sums"], state["done"]
             if self.per_sample:
@@ -302,48 +297,73 @@ def _broadcast(tree: dict) -> dict:
             for k, v in tree.items()}
 
 
-def _preempted(step: int) -> bool:
-    """True at a JAX preemption sync point (multi-process jobs only; every process must call it with the same
-    steps)."""
-    if jax.process_count() == 1:
-        return False
+#: Calls of the preemption sync point in this process. JAX's protocol picks "the largest step any host reached,
+#: plus one" as the step to stop at, so the ids must grow by exactly one per call, and every process makes the same
+#: calls (the same blocks), so the counters agree across hosts.
+_SYNC_CALLS = itertools.count(1)
+
+
+def _sync_point() -> bool:
+    """True at a JAX preemption sync point (multi-process jobs; every process calls it after the same blocks)."""
     from jax.experimental import multihost_utils
     try:
-        return bool(multihost_utils.reached_preemption_sync_point(step))
+        return bool(multihost_utils.reached_preemption_sync_point(next(_SYNC_CALLS)))
     except RuntimeError:  # preemption service disabled
         return False
 
 
-def _function_content(fn, num_samples: int) -> dict:
-    """The arrays inside ``fn`` (one function or one per sample), each shared array once."""
-    _, varying, shared, stacked = distributed._split_functions(fn, num_samples)
-    return {"varying": list(varying), "shared": shared, "per_sample": stacked}
+@contextlib.contextmanager
+def preemption_notice() -> Iterator[Callable[[], bool]]:
+    """Yields ``notice() -> bool``: True once a preemption notice (SIGTERM) has arrived on any host.
+
+    Every process must call ``notice`` after each block; all of them then see True after the same block.
+    Multi-process jobs use JAX's preemption service (it catches SIGTERM itself); a single process installs a
+    SIGTERM handler for the duration (main thread only) and restores the previous one on exit.
+    """
+    if jax.process_count() > 1:
+        yield _sync_point
+        return
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-def experiment_fingerprint(fn, latents, masks, *, per_sample: bool = False, preprocess=None,
-                           config: Mapping[str, Any] | None = None) -> tuple[str, dict]:
-    """The fingerprint :func:`run_resumable` stores: the caller's config plus the content of the generator's
-    weights, the latents and the masks (tangent_chunk, strategy, block size and device count are left out: they
-    change the result only by round-off, so a resume may change them).
+def describe_inputs(fn, latents, masks, *, per_sample: bool = False, preprocess=None,
+                    config: Mapping[str, Any] | None = None) -> dict:
+    """What determines the Grams of :func:`run_resumable`, for :func:`regfac_jax.io_utils.fingerprint`.
+
+    Digests are computed here, once: ``generator`` is the SHA-256 of the arrays the functions share (the weights;
+    about 0.15 s for 30M parameters), ``per_sample_args`` of the arrays that differ per sample (e.g. ``base_ws``).
+    ``tangent_chunk``, ``strategy``, block size and device count are left out: they change the result only by
+    round-off, so a resume may change them.
+
+    Args:
+      fn, latents, masks, per_sample, preprocess: as in :func:`run_resumable`.
+      config: the caller's other settings that determine the result (e.g. the solver's).
 
     Returns:
-      ``(fingerprint, canonical config)``.
+      A dict of strings, numbers and arrays (``latents``, ``masks`` are kept as arrays; the fingerprint hashes them).
     """
     name = preprocess if preprocess is None or isinstance(preprocess, str) else \
         f"{getattr(preprocess, '__module__', '?')}.{getattr(preprocess, '__qualname__', type(preprocess).__name__)}"
     latents = np.asarray(latents)
-    content = {"config": {} if config is None else config, "latents": latents, "masks": np.asarray(masks),
-               "function": distributed.config_fingerprint(
-                   _function_content(fn, 1 if latents.ndim == 1 else latents.shape[0])),
-               "per_sample": bool(per_sample), "preprocess": name, "format": FORMAT_VERSION}
-    return distributed.config_fingerprint(content), content
+    _, _, shared, stacked = distributed.split_functions(fn, 1 if latents.ndim == 1 else latents.shape[0])
+    return {io_utils.WEIGHTS_KEY: io_utils.tree_digest(list(shared)), "per_sample_args": io_utils.tree_digest(stacked),
+            "latents": latents, "masks": np.asarray(masks), "preprocess": name, "per_sample": bool(per_sample),
+            "format": FORMAT_VERSION, "config": {} if config is None else config}
 
 
-def run_resumable(fn, latents, masks, workdir, *, config: Mapping[str, Any] | None = None, mesh=None,
-                  block_size: int | None = None, per_sample: bool = False, tangent_chunk: int = 64,
-                  preprocess: jacobian.Preprocess = None, strategy: str = "auto", memory_budget: int = 2 << 30,
-                  save_interval_secs: float = 300.0, max_to_keep: int = 2,
-                  callback: Callable[[Progress], None] | None = None):
+def run_resumable(fn, latents, masks, workdir, *, config: Mapping[str, Any] | None = None,
+                  description: Mapping[str, Any] | None = None, mesh=None, block_size: int | None = None,
+                  per_sample: bool = False, tangent_chunk: int = 64, preprocess: jacobian.Preprocess = None,
+                  strategy: str = "auto", memory_budget: int = 2 << 30, save_interval_secs: float = 300.0,
+                  max_to_keep: int = 2, callback: Callable[[Progress], None] | None = None):
     """Region Grams of many samples over a device mesh, checkpointed to ``workdir`` and resumed from it.
 
     Every process of a multi-host job calls this with the same arguments (``workdir`` is only used by process 0).
@@ -352,8 +372,11 @@ def run_resumable(fn, latents, masks, workdir, *, config: Mapping[str, Any] | No
       fn: generator function, or one per sample (see :func:`regfac_jax.distributed.sharded_region_grams`).
       latents: ``[N, d]``.
       masks: ``[R, H', W']`` or ``[H', W']``.
-      workdir: checkpoint directory; re-running on it resumes.
-      config: the launcher's settings, folded into the fingerprint (a workdir of another config is refused).
+      workdir: checkpoint directory; re-running on it resumes. (Launchers put it inside a work directory claimed
+        with :func:`regfac_jax.io_utils.claim_workdir`, which holds the lock.)
+      config: the caller's settings that determine the result, folded into the fingerprint.
+      description: :func:`describe_inputs` of these inputs, when the caller already has it (e.g. to claim the
+        work directory with the same fingerprint); computed here otherwise (``config`` is then used).
       mesh: default ``make_mesh()`` (all devices of all processes).
       block_size: samples per call over the whole mesh (default 4 per device); checkpoints happen between
         blocks.
@@ -368,13 +391,16 @@ def run_resumable(fn, latents, masks, workdir, *, config: Mapping[str, Any] | No
       process.
 
     Raises:
-      WorkdirMismatchError: ``workdir`` holds another experiment.
-      RuntimeError: the hosts disagree on the configuration (names the processes).
+      io_utils.WorkdirConflict: ``workdir`` holds another experiment.
+      RuntimeError: the hosts disagree on the experiment (names the processes).
       FloatingPointError: a sample's Jacobian is not finite (names it; earlier blocks stay checkpointed).
+      Preempted: a SIGTERM arrived on some host; every host raises it after process 0 saved.
     """
     start = time.monotonic()
-    fingerprint, content = experiment_fingerprint(fn, latents, masks, per_sample=per_sample, preprocess=preprocess,
-                                                  config=config)
+    if description is None:
+        description = describe_inputs(fn, latents, masks, per_sample=per_sample, preprocess=preprocess,
+                                      config=config)
+    fingerprint = io_utils.fingerprint(description)
     distributed.assert_hosts_agree(fingerprint, "experiment (config, generator weights, latents or masks)")
     plan = distributed.plan_grams(fn, latents, masks, mesh=mesh, tangent_chunk=tangent_chunk,
                                   preprocess=preprocess, strategy=strategy, memory_budget=memory_budget, pad=True)
@@ -383,22 +409,26 @@ def run_resumable(fn, latents, masks, workdir, *, config: Mapping[str, Any] | No
         raise ValueError(f"block_size must be >= 1; got {block_size}.")
     computed = 0
     with ResumableGramAccumulator(workdir, fingerprint, num_samples=plan.num_samples, gram_shape=plan.gram_shape,
-                                  per_sample=per_sample, dtype=plan.latents.dtype, config=content,
-                                  save_interval_secs=save_interval_secs, max_to_keep=max_to_keep) as acc:
+                                  per_sample=per_sample, dtype=plan.latents.dtype, description=description,
+                                  save_interval_secs=save_interval_secs, max_to_keep=max_to_keep) as acc, \
+            preemption_notice() as notice:
         pending = acc.pending()
         for lo in range(0, pending.size, block):
             idx = pending[lo:lo + block]
             res = plan.block(idx, per_sample=per_sample)
             acc.add(idx, res.total, res.per_sample)
             computed += idx.size
-            if _preempted(acc.num_done):
+            preempted = notice()
+            if preempted:
                 acc.save()
             else:
                 acc.maybe_save()
             if callback is not None:
                 callback(Progress(acc.num_done, plan.num_samples, computed, acc.saved_step,
                                   time.monotonic() - start))
-        distributed.assert_hosts_agree(distributed.config_fingerprint({"done": acc.done}), "set of finished samples")
+            if preempted and not acc.finished:
+                raise Preempted(acc.num_done, plan.num_samples, str(workdir))
+        distributed.assert_hosts_agree(io_utils.fingerprint({"done": acc.done}), "set of finished samples")
         acc.save()
         grams = acc.per_sample_grams() if per_sample else acc.mean()
     return distributed.split_grams(grams, plan.num_regions)

@@ -2,6 +2,10 @@
 
 ``python tests/dist_worker.py MODE --devices D --out OUT.npz [...]``; every mode writes its results to ``OUT.npz``.
 The device count must be fixed before JAX starts, which is why these checks cannot run inside pytest's process.
+
+``python tests/dist_worker.py launch [--fault sigterm|sigkill --fault-block K] -- LAUNCHER FLAGS`` runs the real
+``experiments.find_directions`` launcher with those flags; with ``--fault`` this process sends itself the signal
+when it starts its K-th block of samples (a preemption notice, or a crash, at a known point of the run).
 """
 from __future__ import annotations
 
@@ -90,7 +94,7 @@ def mode_resumable(args) -> dict:
 
 
 def mode_multiprocess(args) -> dict:
-    from regfac_jax import distributed
+    from regfac_jax import distributed, io_utils
     _start(args.devices)  # device count before the backends start
     distributed.initialize_distributed(f"localhost:{args.port}", args.processes, args.process_id,
                                        initialization_timeout=60, heartbeat_timeout_seconds=20,
@@ -99,7 +103,7 @@ def mode_multiprocess(args) -> dict:
     from regfac_jax import resumable
     out = {"process_count": jax.process_count(), "global_devices": jax.device_count()}
     fn, lat, masks = problem(args.samples)
-    distributed.assert_hosts_agree(distributed.config_fingerprint({"samples": args.samples}))
+    distributed.assert_hosts_agree(io_utils.fingerprint({"samples": args.samples}))
     out["A"], out["B"] = distributed.sharded_region_grams(fn, lat, masks, tangent_chunk=2)
     out["A_per"], out["B_per"] = distributed.sharded_region_grams(fn, lat, masks, tangent_chunk=2, per_sample=True)
     # process 1 gets its own work directory: it must stay untouched (only process 0 writes)
@@ -107,14 +111,39 @@ def mode_multiprocess(args) -> dict:
                                                          config={"name": "two-process"}, block_size=4,
                                                          save_interval_secs=0, tangent_chunk=2)
     try:  # hosts that disagree: process 1 claims another config
-        distributed.assert_hosts_agree(distributed.config_fingerprint({"seed": args.process_id}))
+        distributed.assert_hosts_agree(io_utils.fingerprint({"seed": args.process_id}))
         out["disagree_error"] = ""
     except RuntimeError as err:
         out["disagree_error"] = str(err)
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+def launch(argv) -> None:
+    """The launcher, with a fault injected at the start of block ``--fault-block`` (1-based)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--fault", choices=["sigterm", "sigkill"])
+    ap.add_argument("--fault-block", type=int, default=1)
+    args = ap.parse_args(argv[:argv.index("--")])
+    if args.fault:
+        from regfac_jax import distributed
+        real, calls = distributed.GramPlan.block, []
+
+        def block(self, indices, per_sample=False):
+            calls.append(1)
+            if len(calls) == args.fault_block:
+                os.kill(os.getpid(), signal.SIGTERM if args.fault == "sigterm" else signal.SIGKILL)
+            return real(self, indices, per_sample)
+
+        distributed.GramPlan.block = block
+    from absl import app
+    from experiments import find_directions
+    app.run(find_directions.main, argv=["find_directions", *argv[argv.index("--") + 1:]])
+
+
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "launch":
+        return launch(argv[1:])
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["sharded", "resumable", "multiprocess"])
     ap.add_argument("--devices", type=int, default=1)

@@ -134,10 +134,9 @@ def test_every_launcher_runs_through_the_cli_runner():
 def test_library_user_errors_share_one_base():
     import converters
     from converters import torch_pickle
-    from regfac_jax import resumable
     from regfac_jax.models import biggan
 
-    for cls in (regions.RegionError, io_utils.WorkdirConflict, resumable.WorkdirMismatchError,
+    for cls in (regions.RegionError, io_utils.WorkdirConflict,
                 converters.ConversionError, torch_pickle.CheckpointFormatError, torch_pickle.UnsafeCheckpointError,
                 errors.ConfigError, errors.InputFileError):
         assert issubclass(cls, errors.UserError), cls

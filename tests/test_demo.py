@@ -161,5 +161,5 @@ def test_reduced_demo_writes_its_outputs(tmp_path, shipped):
         demo.run_demo(tmp_path / "run", other, gen=shipped, progress=False, write_images=False)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "x.txt").write_text("x")
-    with pytest.raises(FileExistsError, match="holds no demo run"):
+    with pytest.raises(FileExistsError, match="holds no run.json"):
         demo.run_demo(tmp_path / "junk", cfg, gen=shipped, progress=False)

@@ -1,12 +1,15 @@
-"""Launch pipelines on the reference fixtures: outputs, resume after an interruption, --official, bad input."""
+"""Launch pipelines on the reference fixtures: outputs, work directories (resume, refusal, lock, claims after
+validation only), --official, bad input."""
 import json
+import pathlib
+import socket
 
 import numpy as np
 import pytest
 
 from experiments import pipeline
 from experiments.configs import ffhq_stylegan2
-from regfac_jax import io_utils, jacobian, regions
+from regfac_jax import distributed, io_utils, jacobian, regions
 
 
 @pytest.fixture
@@ -34,34 +37,135 @@ def test_find_directions_writes_everything(tiny_cfg, tmp_path):
     assert grams["A"].shape == (2, 2, 32, 32)  # per-sample aggregation (the paper's) keeps [N, R, d, d]
 
 
+def _checkpoint_steps(workdir):
+    ckpt = workdir / pipeline.CHECKPOINT_DIR
+    return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.is_dir() else []
+
+
+def _interrupt_block(monkeypatch, at: int):
+    """Makes the ``at``-th block of samples (1-based) raise KeyboardInterrupt; returns the call counter."""
+    calls = {"n": 0}
+    real = distributed.GramPlan.block
+
+    def dying(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise KeyboardInterrupt("simulated preemption")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(distributed.GramPlan, "block", dying)
+    return calls
+
+
 def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypatch):
     tiny_cfg.aggregation = "mean"
+    tiny_cfg.block_size, tiny_cfg.save_interval_secs = 1, 0.0  # one sample per block, a checkpoint after each
     clean = pipeline.find_directions(tiny_cfg, tmp_path / "clean", progress=False)
-    calls = {"n": 0}
-    real = jacobian.region_grams
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated preemption")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(jacobian, "region_grams", dying)
+    calls = _interrupt_block(monkeypatch, at=2)
     with pytest.raises(KeyboardInterrupt):
         pipeline.find_directions(tiny_cfg, tmp_path / "resumed", progress=False)
-    assert len(list((tmp_path / "resumed" / "samples").glob("*.npz"))) == 1
+    assert _checkpoint_steps(tmp_path / "resumed") == [1]  # sample 0 was checkpointed before the interruption
     calls["n"] = -100  # no more interruptions; count what the resumed run recomputes
     resumed = pipeline.find_directions(tiny_cfg, tmp_path / "resumed", progress=False)
     assert calls["n"] == -100 + 1  # only the unfinished sample was computed again
-    for name in clean:
+    for name in clean:  # same device count and block size: bitwise the uninterrupted result
         np.testing.assert_array_equal(resumed[name]["directions"], clean[name]["directions"])
+    assert "resuming: 1 of 2 samples done" in (tmp_path / "resumed" / "log.txt").read_text()
+
+
+def test_grams_equal_the_per_sample_loop(tiny_cfg, tmp_path):
+    tiny_cfg.aggregation = "mean"
+    pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
+    job = pipeline.prepare(tiny_cfg)
+    per = [jacobian.region_grams(fn, point, job.masks, tangent_chunk=16) for fn, point in zip(job.fns, job.points)]
+    grams = np.load(tmp_path / "run" / "grams.npz")
+    for k, name in enumerate("AB"):
+        want = np.mean([np.asarray(p[k]) for p in per], axis=0)
+        # Same per-sample kernel; only the summation differs (float64 host accumulator vs float32 mean): round-off.
+        np.testing.assert_allclose(grams[name], want, rtol=0, atol=1e-6 * np.abs(want).max())
 
 
 def test_workdir_of_another_experiment_is_refused(tiny_cfg, tmp_path):
+    tiny_cfg.num_samples = 1
     pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
     tiny_cfg.seed = 123
-    with pytest.raises(io_utils.WorkdirConflict, match="seed"):
+    with pytest.raises(io_utils.WorkdirConflict) as err:
         pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
+    msg = str(err.value)
+    assert "config.seed: 4 -> 123" in msg and "--config.overwrite True" in msg and "--overwrite " not in msg
+    tiny_cfg.overwrite = True  # the named way out: starts over
+    pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["description"]["config"]["seed"] == 123
+
+
+def test_failed_start_claims_nothing_and_an_unstarted_claim_is_reclaimed(tiny_cfg, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    tiny_cfg.num_samples = 1
+    tiny_cfg.regions = "eyes,mouht"  # a typo: refused before the folder is touched
+    with pytest.raises(regions.RegionError, match="mouht"):
+        pipeline.find_directions(tiny_cfg, run, progress=False)
+    assert not run.exists()
+    tiny_cfg.regions, model = "eyes,mouth", tiny_cfg.model
+    tiny_cfg.model = str(tmp_path / "missing.pkl")  # a bad model: refused before the folder is touched too
+    with pytest.raises(FileNotFoundError, match="missing.pkl"):
+        pipeline.find_directions(tiny_cfg, run, progress=False)
+    assert not run.exists()
+    tiny_cfg.model = model
+    tiny_cfg.solver.method = "whitten"  # a bad solver setting: found before the folder is touched, not after the Grams
+    with pytest.raises(ValueError, match="whitten"):
+        pipeline.find_directions(tiny_cfg, run, progress=False)
+    assert not run.exists()
+    tiny_cfg.solver.method = "whiten"
+    tiny_cfg.regions = "eyes,mouth"
+    calls = _interrupt_block(monkeypatch, at=1)  # claimed, then stopped before any sample finished
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.find_directions(tiny_cfg, run, progress=False)
+    assert (run / "run.json").exists() and _checkpoint_steps(run) == []
+    calls["n"] = -100  # no more interruptions
+    tiny_cfg.seed = 9  # another experiment: accepted, since the folder holds no finished sample
+    pipeline.find_directions(tiny_cfg, run, progress=False)
+    assert json.loads((run / "run.json").read_text())["description"]["config"]["seed"] == 9
+
+
+def test_changed_model_at_the_same_path_is_refused(tiny_cfg, tmp_path, fixtures_dir):
+    import dataclasses
+
+    import jax
+
+    from regfac_jax import checkpoint
+    gen = pipeline.load_fixture("stylegan2")
+    model = tmp_path / "model"
+    checkpoint.save_generator(gen, model)
+    tiny_cfg.model, tiny_cfg.num_samples = str(model), 1
+    pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
+    other = dataclasses.replace(gen, params=jax.tree_util.tree_map(lambda a: np.asarray(a) * 1.01, gen.params))
+    checkpoint.save_generator(other, model, overwrite=True)  # same path, same shapes, other weights
+    with pytest.raises(io_utils.WorkdirConflict, match=r"(?s)weights differ.*generator: sha256.*--config\.overwrite"):
+        pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
+
+
+def test_lock_refuses_a_second_run_until_the_holder_ends(tmp_path):
+    import subprocess
+    import sys
+    import time
+    work = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from regfac_jax import io_utils\n"
+        f"claim = io_utils.claim_workdir({str(work)!r}, {{'x': 1}}); print('locked', flush=True); time.sleep(120)")],
+        stdout=subprocess.PIPE, text=True, cwd=pathlib.Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(io_utils.WorkdirConflict, match=rf"in use by another run \(pid {holder.pid} on host "
+                                                           rf"{socket.gethostname()}"):
+            io_utils.claim_workdir(work, {"x": 1})  # even the same experiment: refused at once
+    finally:
+        holder.kill()  # a crash: the kernel releases the lock
+        holder.wait()
+    t0 = time.monotonic()
+    with io_utils.claim_workdir(work, {"x": 1}) as claim:
+        assert claim.resumed and time.monotonic() - t0 < 5
+    with io_utils.claim_workdir(work, {"x": 1}):  # released on exit: claimable again
+        pass
 
 
 def test_official_pipeline_agrees_with_ours(tiny_cfg, tmp_path):
@@ -117,18 +221,3 @@ def test_every_figure_config_runs_tiny(name, fixtures_dir, monkeypatch, tmp_path
     out = pipeline.manipulate(cfg, tmp_path / "run" / "directions" / f"{first}.npy", tmp_path / "edit",
                               progress=False)
     assert out and all(p.exists() for p in out)
-
-
-def test_sharded_path_equals_the_loop(tiny_cfg, tmp_path):
-    tiny_cfg.aggregation = "mean"
-    tiny_cfg.scale_out = "loop"
-    loop = pipeline.find_directions(tiny_cfg, tmp_path / "loop", progress=False)
-    tiny_cfg.scale_out = "sharded"
-    sharded = pipeline.find_directions(tiny_cfg, tmp_path / "sharded", progress=False)
-    assert (tmp_path / "sharded" / "grams_ckpt").is_dir()
-    a = np.load(tmp_path / "loop" / "grams.npz")["A"]
-    b = np.load(tmp_path / "sharded" / "grams.npz")["A"]
-    # Same per-sample kernels; only the summation (float32 loop vs float64 accumulator) differs.
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(a).max())
-    for k in loop:
-        assert abs(float(np.dot(loop[k]["directions"][0], sharded[k]["directions"][0]))) > 1 - 1e-4

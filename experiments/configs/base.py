@@ -9,8 +9,10 @@ Fields (all overridable on the command line, e.g. ``--config.num_samples 16``):
 * ``space``: 'w' (paper), 'wplus', or for BigGAN 'z' / 'class'; ``layers``: W-space layer subset (None = all).
 * ``num_samples``, ``seed``, ``latents_file``, ``truncation_psi``, ``truncation_cutoff`` (None = all layers).
 * ``aggregation``: 'mean' (Grams averaged over samples) or 'per_sample' (one solve per sample, as the paper).
-* ``scale_out``: 'auto' (sharded over all devices and hosts when there is more than one, else a plain loop),
-  'loop' or 'sharded'; ``save_interval_secs``: checkpoint interval of the sharded path.
+* ``scale_out``: 'auto' or 'sharded' (samples split over all devices of all hosts) or 'loop' (one device); either
+  way Grams go through the one resume mechanism (orbax checkpoints in ``WORKDIR/grams_ckpt``).
+  ``save_interval_secs``: seconds between checkpoints; ``block_size``: samples per step over all devices (None:
+  4 per device; checkpoints fall between steps).
 * ``official``: the paper script's default run (Jacobians of images resized to 256 + channel sum, per-sample
   ``eig(inv(B) . A)`` in float32, **no** regularisation), plus ours on the same Grams and problem for comparison.
 * ``official_full_rank``: with ``official``, the script's ``--full_rank`` run instead: ``B + tau * trace(B) * I``
@@ -78,6 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.aggregation = "mean"
     c.scale_out = "auto"
     c.save_interval_secs = 300.0
+    c.block_size = config_dict.placeholder(int)
     c.official = False
     c.official_full_rank = False
     c.overwrite = False

@@ -33,7 +33,7 @@ DATA_DIR = ("data", "demo_faces")
 GENERATOR_FILE = "generator.npz"
 CONFIG_FILE = "config.json"
 SUMS_FILE = "SHA256SUMS"
-RUN_FILE = "run.json"
+RUN_FILE = io_utils.RUN_FILE
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -260,20 +260,6 @@ def _sample_w(gen, seed: int, num: int, psi: float) -> np.ndarray:
     return np.asarray(gen.mapping(z, truncation_psi=psi))[:, 0]
 
 
-def _claim_workdir(workdir: pathlib.Path, fingerprint: dict, overwrite: bool) -> None:
-    """Refuses a work directory that holds a different run (or unrelated files) unless ``overwrite``."""
-    run_file = workdir / RUN_FILE
-    if workdir.exists() and any(workdir.iterdir()) and not overwrite:
-        if not run_file.is_file():
-            raise FileExistsError(f"{workdir} is not empty and holds no demo run ({RUN_FILE}); choose another "
-                                  "--workdir or pass --overwrite.")
-        previous = json.loads(run_file.read_text())
-        if previous != fingerprint:
-            raise FileExistsError(f"{workdir} holds a demo run with different settings or another generator; choose "
-                                  "another --workdir or pass --overwrite to replace it.")
-    io_utils.write_json(run_file, fingerprint)
-
-
 def _methods_for_region(gen, grams: dict, r: int, cfg: DemoConfig, mask, candidates: dict) -> dict[str, np.ndarray]:
     """The top direction of every method for region index ``r`` (SeFa/GANSpace: best candidate by first-order
     in-region share on the discovery samples)."""
@@ -430,9 +416,9 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig(), gen=
     t0 = time.time()
     workdir = pathlib.Path(workdir)
     gen = load_demo_generator() if gen is None else gen
-    fingerprint = {"config": dataclasses.asdict(config), "generator": getattr(gen, "demo_info", None) or "custom",
+    description = {"config": dataclasses.asdict(config), io_utils.WEIGHTS_KEY: io_utils.tree_digest(gen.params),
                    "generator_config": gen.config}
-    _claim_workdir(workdir, json.loads(json.dumps(fingerprint)), overwrite)
+    claim = io_utils.claim_workdir(workdir, description, overwrite=overwrite, overwrite_flag="--overwrite")
     fn = gen.latent_fn("w")
     w_disc = _sample_w(gen, config.seed, config.num_discovery, config.truncation_psi)
     w_eval = _sample_w(gen, config.seed + 1, config.num_eval, config.truncation_psi)
@@ -478,4 +464,5 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig(), gen=
     io_utils.write_json(workdir / "report.json", report)
     io_utils.write_bytes(workdir / "locality.md", (format_markdown(report) + "\n").encode())
     report["table"] = format_table(report)
+    claim.release()
     return report
