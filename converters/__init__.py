@@ -5,6 +5,7 @@ Public contract:
 * ``convert_state_dict(kind, state_dict, config)`` -> generator object, where ``state_dict`` maps official key
   names to numpy arrays and ``config`` is the official constructor kwargs. Strict: every key used exactly once.
 * ``load(path)`` -> generator object; the file format is detected by content (see ``converters.formats``).
+* ``load_lpips(vgg16_path, linear_path=None)`` -> LPIPS/VGG16 parameters (see ``converters.lpips``).
 """
 from __future__ import annotations
 
@@ -32,4 +33,10 @@ def load(path):
     return formats.load(path)
 
 
-__all__ = ["ConversionError", "convert_state_dict", "load"]
+def load_lpips(vgg16_path, linear_path=None):
+    """LPIPS (VGG16) parameters from torchvision's VGG16 file and the lpips package's linear heads."""
+    from converters import lpips  # local import, as above
+    return lpips.load(vgg16_path, linear_path)
+
+
+__all__ = ["ConversionError", "convert_state_dict", "load", "load_lpips"]
