@@ -168,8 +168,10 @@ def image_fn(gen, noise_one: dict | None = None, space: str = "w", **kwargs) -> 
     return Partial(fn.func, fn.args[0], _with_noise(gen.buffers, noise_one), *fn.args[2:])
 
 
-def w_statistics(gen, num_samples: int = 10000, seed: int = 123, batch: int = 2048) -> tuple[np.ndarray, float]:
-    """Mean w ``[w_dim]`` and spread (root of the summed per-coordinate variance) of mapped random z."""
+def w_statistics(gen, num_samples: int = 10000, seed: int = 123,
+                 batch: int = 2048) -> tuple[np.ndarray, float, np.ndarray]:
+    """Statistics of mapped random z: mean w ``[w_dim]``, spread (root of the summed per-coordinate variance, the
+    projector's ``w_std``) and per-coordinate standard deviation ``[w_dim]``."""
     if num_samples < 1:
         raise ValueError(f"w_avg_samples must be >= 1, got {num_samples}.")
     z = np.random.RandomState(seed).randn(num_samples, gen.z_dim).astype(np.float32)
@@ -180,7 +182,8 @@ def w_statistics(gen, num_samples: int = 10000, seed: int = 123, batch: int = 20
         parts.append(np.asarray(gen.mapping(zi, c))[:, 0].astype(np.float64))
     w = np.concatenate(parts)
     w_avg = w.mean(axis=0)
-    return w_avg.astype(np.float32), float(np.sqrt(np.sum((w - w_avg) ** 2) / num_samples))
+    return (w_avg.astype(np.float32), float(np.sqrt(np.sum((w - w_avg) ** 2) / num_samples)),
+            w.std(axis=0).astype(np.float32))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -188,58 +191,59 @@ def w_statistics(gen, num_samples: int = 10000, seed: int = 123, batch: int = 20
 # ----------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class _Settings:
-    """Static (hashable) settings of one compiled optimisation."""
+    """Static (hashable) settings of one compiled optimisation; the loss weights and the learning rate are traced
+    (``hp``), so changing them does not recompile."""
 
     num_steps: int
     chunk: int
-    learning_rate: float
     lr_rampdown: float
     lr_rampup: float
     initial_noise_factor: float
     noise_ramp: float
-    noise_regularization: float
-    mse_weight: float
-    lpips_weight: float
     lpips_size: int
     use_lpips: bool
 
 
-def _optimizer(s: _Settings) -> optax.GradientTransformation:
-    schedule = lambda count: s.learning_rate * lr_ramp(count / s.num_steps, s.lr_rampdown, s.lr_rampup)  # noqa: E731
+def _optimizer(s: _Settings, learning_rate) -> optax.GradientTransformation:
+    schedule = lambda count: learning_rate * lr_ramp(count / s.num_steps, s.lr_rampdown, s.lr_rampup)  # noqa: E731
     return optax.adam(schedule, b1=0.9, b2=0.999)
 
 
-def _per_image_loss(gen, s: _Settings, params, buffers, lp, target, opt, w_scale, key, t):
+def _per_image_loss(gen, s: _Settings, params, buffers, lp, hp, target, opt, key, t):
     """Loss terms of one image: opt = {'w': [L, w_dim] (L = 1 or num_ws), 'noise': {name: [R, R]}}."""
-    w = opt["w"] + jax.random.normal(key, opt["w"].shape) * w_noise_scale(t, w_scale, s.initial_noise_factor,
-                                                                            s.noise_ramp)
+    scale = w_noise_scale(t, hp["w_std"], s.initial_noise_factor, s.noise_ramp)
+    w = opt["w"] + jax.random.normal(key, opt["w"].shape) * scale
     ws = jnp.broadcast_to(w, (gen.num_ws, gen.w_dim))
     synth = _synth_one(gen, params, buffers, ws, opt["noise"])
     mse = jnp.mean(jnp.square(synth - target))
     lp = jnp.zeros(()) if not s.use_lpips else lpips_lib.distance(
         lp, area_downsample(synth[None], s.lpips_size), area_downsample(target[None], s.lpips_size))[0]
     reg = sum((noise_regularizer(v) for v in opt["noise"].values()), jnp.zeros(()))
-    loss = s.mse_weight * mse + s.lpips_weight * lp + s.noise_regularization * reg
+    z = (opt["w"] - hp["w_avg"]) / hp["w_sd"]                  # [L, w_dim] in units of the per-coordinate spread
+    prior = jnp.mean(jnp.square(z))
+    spread = jnp.mean(jnp.square(z - jnp.mean(z, axis=0, keepdims=True)))
+    loss = (hp["mse_weight"] * mse + hp["lpips_weight"] * lp + hp["noise_regularization"] * reg
+            + hp["w_prior"] * prior + hp["layer_spread"] * spread)
     return loss, (mse, lp)
 
 
-def _batch_loss(gen, s, params, buffers, lp, targets, opt, w_scale, keys, t):
-    f = functools.partial(_per_image_loss, gen, s, params, buffers, lp)
-    loss, aux = jax.vmap(f, in_axes=(0, 0, None, 0, None))(targets, opt, w_scale, keys, t)
+def _batch_loss(gen, s, params, buffers, lp, hp, targets, opt, keys, t):
+    f = functools.partial(_per_image_loss, gen, s, params, buffers, lp, hp)
+    loss, aux = jax.vmap(f, in_axes=(0, 0, 0, None))(targets, opt, keys, t)
     return jnp.sum(loss), (loss, aux)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _run_chunk(gen, s: _Settings, params, buffers, lp, targets, w_scale, keys, state, start):
+def _run_chunk(gen, s: _Settings, params, buffers, lp, hp, targets, keys, state, start):
     """``s.chunk`` optimisation steps from step ``start`` (steps past ``num_steps`` leave the state unchanged)."""
-    tx = _optimizer(s)
+    tx = _optimizer(s, hp["learning_rate"])
 
     def step(carry, i):
         opt, opt_state, _ = carry
         t_idx = start + i
         step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t_idx)
-        grads, (loss, _) = jax.grad(_batch_loss, argnums=6, has_aux=True)(
-            gen, s, params, buffers, lp, targets, opt, w_scale, step_keys, t_idx / s.num_steps)
+        grads, (loss, _) = jax.grad(_batch_loss, argnums=7, has_aux=True)(
+            gen, s, params, buffers, lp, hp, targets, opt, step_keys, t_idx / s.num_steps)
         updates, new_state = tx.update(grads, opt_state, opt)
         new_opt = optax.apply_updates(opt, updates)
         new_opt = {"w": new_opt["w"], "noise": {k: normalize_noise(v) for k, v in new_opt["noise"].items()}}
@@ -252,9 +256,9 @@ def _run_chunk(gen, s: _Settings, params, buffers, lp, targets, w_scale, keys, s
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _final(gen, s: _Settings, params, buffers, lp, targets, opt, keys):
-    """Clean loss terms and reconstructions at the final latents (no exploration noise)."""
-    _, (loss, (mse, lp_d)) = _batch_loss(gen, s, params, buffers, lp, targets, opt, 0.0, keys, 1.0)
+def _final(gen, s: _Settings, params, buffers, lp, hp, targets, opt, keys):
+    """Clean loss terms and reconstructions at the final latents (no exploration noise: t = 1)."""
+    _, (loss, (mse, lp_d)) = _batch_loss(gen, s, params, buffers, lp, hp, targets, opt, keys, 1.0)
     ws = jnp.broadcast_to(opt["w"], (targets.shape[0], gen.num_ws, gen.w_dim))
     images = jax.vmap(functools.partial(_synth_one, gen), in_axes=(None, None, 0, 0))(params, buffers, ws,
                                                                                         opt["noise"])
@@ -294,7 +298,7 @@ def invert(gen, images, *, space: str = "w", num_steps: int = 1000, lpips: dict 
            w_avg_samples: int = 10000, initial_noise_factor: float = 0.05, lr_rampdown: float = 0.25,
            lr_rampup: float = 0.05, noise_ramp: float = 0.75, noise_regularization: float = 1e5,
            optimize_noise: bool = True, mse_weight: float = 1.0, lpips_weight: float = 1.0,
-           chunk: int = 10) -> InversionResult:
+           w_prior: float = 0.0, layer_spread: float = 0.0, chunk: int = 10) -> InversionResult:
     """Inverts a batch of images into the generator's W or W+ space (see the module docstring).
 
     Args:
@@ -312,6 +316,9 @@ def invert(gen, images, *, space: str = "w", num_steps: int = 1000, lpips: dict 
       noise_regularization: weight of the noise-map regulariser.
       optimize_noise: optimise per-image noise maps where the model has noise inputs.
       mse_weight, lpips_weight: loss weights.
+      w_prior: weight of the mean squared distance of w from the mean w, per coordinate in units of its spread
+        over mapped samples (keeps latents where the generator's samples live: a fidelity/editability trade).
+      layer_spread: (W+) weight of the same measure of each layer's w from the image's mean over layers.
       chunk: steps per compiled call between progress reports.
     Returns:
       :class:`InversionResult`.
@@ -324,7 +331,7 @@ def invert(gen, images, *, space: str = "w", num_steps: int = 1000, lpips: dict 
     n = targets.shape[0]
     if lpips is not None:
         lpips_lib.check_params(lpips)
-    w_avg, w_std = w_statistics(gen, w_avg_samples)
+    w_avg, w_std, w_sd = w_statistics(gen, w_avg_samples)
     layers = 1 if space == "w" else gen.num_ws
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), jnp.arange(n))
     names = noise_names(gen) if optimize_noise else []
@@ -332,18 +339,21 @@ def invert(gen, images, *, space: str = "w", num_steps: int = 1000, lpips: dict 
     noise = {k: jax.vmap(lambda key, shp=flat_buffers[k].shape: normalize_noise(jax.random.normal(
         jax.random.fold_in(key, 1 + j), shp)))(keys) for j, k in enumerate(names)}
     opt = {"w": jnp.broadcast_to(jnp.asarray(w_avg), (n, layers, gen.w_dim)), "noise": noise}
-    s = _Settings(int(num_steps), int(min(chunk, num_steps)), float(learning_rate), float(lr_rampdown),
-                  float(lr_rampup), float(initial_noise_factor), float(noise_ramp), float(noise_regularization),
-                  float(mse_weight), float(lpips_weight), 256, lpips is not None)
+    s = _Settings(int(num_steps), int(min(chunk, num_steps)), float(lr_rampdown), float(lr_rampup),
+                  float(initial_noise_factor), float(noise_ramp), 256, lpips is not None)
+    hp = {k: jnp.float32(v) for k, v in dict(learning_rate=learning_rate, w_std=w_std, mse_weight=mse_weight,
+                                             lpips_weight=lpips_weight, noise_regularization=noise_regularization,
+                                             w_prior=w_prior, layer_spread=layer_spread).items()}
+    hp.update(w_avg=jnp.asarray(w_avg), w_sd=jnp.asarray(np.maximum(w_sd, 1e-8)))
     lp = None if lpips is None else jax.tree.map(jnp.asarray, lpips)
-    state = (opt, _optimizer(s).init(opt))
+    state = (opt, _optimizer(s, hp["learning_rate"]).init(opt))
     done = 0
     while done < s.num_steps:
-        opt, opt_state, loss = _run_chunk(gen, s, gen.params, gen.buffers, lp, targets, w_std, keys, state, done)
+        opt, opt_state, loss = _run_chunk(gen, s, gen.params, gen.buffers, lp, hp, targets, keys, state, done)
         state, done = (opt, opt_state), min(done + s.chunk, s.num_steps)
         if progress is not None:
             progress(done, float(jnp.mean(loss)))
-    loss, mse, lp_d, ws, recon = _final(gen, s, gen.params, gen.buffers, lp, targets, state[0], keys)
+    loss, mse, lp_d, ws, recon = _final(gen, s, gen.params, gen.buffers, lp, hp, targets, state[0], keys)
     return InversionResult(ws=np.asarray(ws), loss=np.asarray(loss), mse=np.asarray(mse),
                            lpips=None if lpips is None else np.asarray(lp_d),
                            noise={k: np.asarray(v) for k, v in state[0]["noise"].items()} or None,
