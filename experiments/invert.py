@@ -51,7 +51,7 @@ def _grid(inputs: np.ndarray, recons: np.ndarray) -> np.ndarray:
 def invert_images(cfg, images: str, workdir, progress: bool = True) -> dict:
     """Loads the model and the images, inverts them in batches and writes the outputs; returns inversion.json."""
     from experiments import pipeline
-    from regfac_jax import inversion, io_utils
+    from regfac_jax import inversion
     inv = cfg.inversion
     gen = pipeline.prepare_model(cfg)
     x, files, warnings = inversion.load_images(images, gen)
@@ -71,7 +71,8 @@ def invert_images(cfg, images: str, workdir, progress: bool = True) -> dict:
             gen, x[i:i + batch], space=inv.space, num_steps=int(inv.num_steps), lpips=lp, seed=int(inv.seed) + i,
             progress=update, learning_rate=float(inv.learning_rate), w_avg_samples=int(inv.w_avg_samples),
             noise_regularization=float(inv.noise_regularization), optimize_noise=bool(inv.optimize_noise),
-            mse_weight=float(inv.mse_weight), lpips_weight=float(inv.lpips_weight)))
+            mse_weight=float(inv.mse_weight), lpips_weight=float(inv.lpips_weight), w_prior=float(inv.w_prior),
+            layer_spread=float(inv.layer_spread)))
         if bar is not None:
             bar.close()
     seconds = time.time() - t0

@@ -1,9 +1,10 @@
 """Measures inversion on the shipped demo model and draws docs/inversion/figure.png.
 
-Run from the repository root:  PYTHONPATH=. python docs/inversion/measure.py [--steps 100] [--out docs/inversion]
+Run from the repository root:  PYTHONPATH=. python docs/inversion/measure.py [--out docs/inversion]
 
 1. 16 "real" faces from the procedural dataset at a seed the training stream never drew (checked below);
-2. inverts them in W+ and in W (timed, compile included; the same call again shows the warm time);
+2. inverts them in W+ and in W with the demo config's settings, and with the projector's (no w prior / layer
+   spread); each twice: the first call includes compilation (cold), the second not (warm); wall and CPU seconds;
 3. finds ReSeFa directions for eyes, mouth and hair exactly as ``python -m experiments.demo`` does (16 discovery
    samples at psi 0.7), and measures the demo's locality metric (in-region share at calibrated steps, target RMS
    0.2) on the demo's 32 held-out generated samples and on the inverted real faces;
@@ -17,7 +18,6 @@ import os
 import pathlib
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -34,13 +34,22 @@ def training_seeds(info: dict) -> set[int]:
     return {int(np.random.SeedSequence([seed, s]).generate_state(1)[0]) for s in range(steps)}
 
 
-def timed_invert(gen, real, space, steps):
-    t0 = time.time()
-    res = inversion.invert(gen, real, space=space, num_steps=steps)
-    cold = time.time() - t0
-    t0 = time.time()
-    inversion.invert(gen, real, space=space, num_steps=steps)
-    return res, cold, time.time() - t0
+def timed_invert(gen, real, space, kwargs):
+    """Inverts twice: the first call includes compilation (cold), the second reuses it (warm); wall and CPU s."""
+    t0, c0 = time.time(), time.process_time()
+    res = inversion.invert(gen, real, space=space, **kwargs)
+    cold, cold_cpu = time.time() - t0, time.process_time() - c0
+    t0, c0 = time.time(), time.process_time()
+    inversion.invert(gen, real, space=space, **kwargs)
+    return res, {"seconds_cold": round(cold, 1), "cpu_seconds_cold": round(cold_cpu, 1),
+                 "seconds_warm": round(time.time() - t0, 1), "cpu_seconds_warm": round(time.process_time() - c0, 1)}
+
+
+def demo_settings() -> dict:
+    """The inversion settings of experiments/configs/demo_faces.py (what the launcher uses)."""
+    from experiments.configs import demo_faces
+    inv = demo_faces.get_config().inversion
+    return dict(num_steps=inv.num_steps, w_prior=inv.w_prior, layer_spread=inv.layer_spread)
 
 
 def resefa_directions(gen, masks):
@@ -57,11 +66,12 @@ def figure(gen, real, res, dirs, masks, path, rows=4, scale=4):
     from PIL import Image, ImageDraw
     cols = [real[:rows], res.images[:rows]]
     labels = ["real", "reconstruction"]
+    noise = res.noise and {k: v[:rows] for k, v in res.noise.items()}
     for name, d, m in zip(REGIONS, dirs, masks):
-        loc = inversion.edit_locality(gen, res.ws[:rows], d, m, res.noise and {k: v[:rows] for k, v in res.noise.items()})
+        loc = inversion.edit_locality(gen, res.ws[:rows], d, m, noise)
         for sign in (-1, 1):
             ws = res.ws[:rows] + (sign * 2 * loc["step"] / np.sqrt(gen.num_ws))[:, None, None] * d[None, None]
-            cols.append(inversion.synthesize(gen, ws, res.noise and {k: v[:rows] for k, v in res.noise.items()}))
+            cols.append(inversion.synthesize(gen, ws, noise))
             labels.append(f"{name} {'-' if sign < 0 else '+'}")
     tiles = io_utils.to_uint8(np.stack(cols, axis=1)).repeat(scale, 2).repeat(scale, 3)
     grid = io_utils.image_grid(tiles, pad=4)
@@ -77,8 +87,6 @@ def figure(gen, real, res, dirs, masks, path, rows=4, scale=4):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--w_steps", type=int, default=None)
     ap.add_argument("--out", default="docs/inversion")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
@@ -90,14 +98,17 @@ def main():
     report = {"eval_seed": EVAL_SEED, "num_images": 16, "load_average_before": [round(v, 2) for v in load],
               "cpu_count": os.cpu_count(), "spaces": {}}
     results = {}
-    for space, steps in (("wplus", args.steps), ("w", args.w_steps or args.steps)):
-        res, cold, warm = timed_invert(gen, real, space, steps)
-        results[space] = res
+    settings = demo_settings()
+    projector = dict(settings, w_prior=0.0, layer_spread=0.0)
+    for label, space, kwargs in (("wplus", "wplus", settings), ("w", "w", settings),
+                                 ("wplus_projector", "wplus", projector), ("w_projector", "w", projector)):
+        res, times = timed_invert(gen, real, space, kwargs)
+        results[label] = res
         p, s = inversion.psnr(res.images, real), inversion.ssim(res.images, real)
-        report["spaces"][space] = {"steps": steps, "seconds_cold": round(cold, 1), "seconds_warm": round(warm, 1),
-                                   "mean_psnr": round(float(p.mean()), 2), "min_psnr": round(float(p.min()), 2),
-                                   "mean_ssim": round(float(s.mean()), 4)}
-        print(space, report["spaces"][space], "load", os.getloadavg(), flush=True)
+        report["spaces"][label] = {"space": space, **kwargs, **times, "mean_psnr": round(float(p.mean()), 2),
+                                   "min_psnr": round(float(p.min()), 2), "mean_ssim": round(float(s.mean()), 4),
+                                   "load_average_after": [round(v, 2) for v in os.getloadavg()]}
+        print(label, report["spaces"][label], flush=True)
     masks = faces.region_masks(gen.img_resolution, REGIONS)
     dirs, w_eval = resefa_directions(gen, masks)
     ws_eval = np.repeat(w_eval[:, None], gen.num_ws, axis=1)

@@ -20,7 +20,9 @@ def get_config(arg: str = ""):
     c.manipulate.truncation_psi = 1.0
     c.manipulate.truncation_cutoff = -1
     c.manipulate.step_start, c.manipulate.step_stop = -3.0, 3.0
-    c.inversion.num_steps = 100  # docs/inversion: 16 faces, W+ PSNR and time on a 2-core CPU
+    # docs/inversion/README.md: PSNR, locality of edits and time of these settings on 16 faces (2-core CPU).
+    c.inversion.num_steps = 100
+    c.inversion.w_prior, c.inversion.layer_spread = 0.03, 0.3
     if arg == "tiny":
         c.num_samples = 2
         c.solver.k = 5
