@@ -191,10 +191,9 @@ def w_statistics(gen, num_samples: int = 10000, seed: int = 123,
 # ----------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class _Settings:
-    """Static (hashable) settings of one compiled optimisation; the loss weights and the learning rate are traced
-    (``hp``), so changing them does not recompile."""
+    """Static (hashable) settings of one compiled optimisation; the loss weights, learning rate and step count are
+    traced (``hp``), so changing them does not recompile."""
 
-    num_steps: int
     chunk: int
     lr_rampdown: float
     lr_rampup: float
@@ -204,8 +203,9 @@ class _Settings:
     use_lpips: bool
 
 
-def _optimizer(s: _Settings, learning_rate) -> optax.GradientTransformation:
-    schedule = lambda count: learning_rate * lr_ramp(count / s.num_steps, s.lr_rampdown, s.lr_rampup)  # noqa: E731
+def _optimizer(s: _Settings, hp: dict) -> optax.GradientTransformation:
+    schedule = lambda count: hp["learning_rate"] * lr_ramp(count / hp["num_steps"], s.lr_rampdown,  # noqa: E731
+                                                           s.lr_rampup)
     return optax.adam(schedule, b1=0.9, b2=0.999)
 
 
@@ -236,18 +236,18 @@ def _batch_loss(gen, s, params, buffers, lp, hp, targets, opt, keys, t):
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _run_chunk(gen, s: _Settings, params, buffers, lp, hp, targets, keys, state, start):
     """``s.chunk`` optimisation steps from step ``start`` (steps past ``num_steps`` leave the state unchanged)."""
-    tx = _optimizer(s, hp["learning_rate"])
+    tx = _optimizer(s, hp)
 
     def step(carry, i):
         opt, opt_state, _ = carry
         t_idx = start + i
         step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t_idx)
         grads, (loss, _) = jax.grad(_batch_loss, argnums=7, has_aux=True)(
-            gen, s, params, buffers, lp, hp, targets, opt, step_keys, t_idx / s.num_steps)
+            gen, s, params, buffers, lp, hp, targets, opt, step_keys, t_idx / hp["num_steps"])
         updates, new_state = tx.update(grads, opt_state, opt)
         new_opt = optax.apply_updates(opt, updates)
         new_opt = {"w": new_opt["w"], "noise": {k: normalize_noise(v) for k, v in new_opt["noise"].items()}}
-        active = t_idx < s.num_steps
+        active = t_idx < hp["num_steps"]
         keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
         return (jax.tree.map(keep, new_opt, opt), jax.tree.map(keep, new_state, opt_state), loss), None
 
@@ -339,25 +339,25 @@ def invert(gen, images, *, space: str = "w", num_steps: int = 1000, lpips: dict 
     noise = {k: jax.vmap(lambda key, shp=flat_buffers[k].shape: normalize_noise(jax.random.normal(
         jax.random.fold_in(key, 1 + j), shp)))(keys) for j, k in enumerate(names)}
     opt = {"w": jnp.broadcast_to(jnp.asarray(w_avg), (n, layers, gen.w_dim)), "noise": noise}
-    s = _Settings(int(num_steps), int(min(chunk, num_steps)), float(lr_rampdown), float(lr_rampup),
+    s = _Settings(int(min(chunk, num_steps)), float(lr_rampdown), float(lr_rampup),
                   float(initial_noise_factor), float(noise_ramp), 256, lpips is not None)
     hp = {k: jnp.float32(v) for k, v in dict(learning_rate=learning_rate, w_std=w_std, mse_weight=mse_weight,
                                              lpips_weight=lpips_weight, noise_regularization=noise_regularization,
                                              w_prior=w_prior, layer_spread=layer_spread).items()}
-    hp.update(w_avg=jnp.asarray(w_avg), w_sd=jnp.asarray(np.maximum(w_sd, 1e-8)))
+    hp.update(w_avg=jnp.asarray(w_avg), w_sd=jnp.asarray(np.maximum(w_sd, 1e-8)), num_steps=jnp.int32(num_steps))
     lp = None if lpips is None else jax.tree.map(jnp.asarray, lpips)
-    state = (opt, _optimizer(s, hp["learning_rate"]).init(opt))
+    state = (opt, _optimizer(s, hp).init(opt))
     done = 0
-    while done < s.num_steps:
+    while done < num_steps:
         opt, opt_state, loss = _run_chunk(gen, s, gen.params, gen.buffers, lp, hp, targets, keys, state, done)
-        state, done = (opt, opt_state), min(done + s.chunk, s.num_steps)
+        state, done = (opt, opt_state), min(done + s.chunk, int(num_steps))
         if progress is not None:
             progress(done, float(jnp.mean(loss)))
     loss, mse, lp_d, ws, recon = _final(gen, s, gen.params, gen.buffers, lp, hp, targets, state[0], keys)
     return InversionResult(ws=np.asarray(ws), loss=np.asarray(loss), mse=np.asarray(mse),
                            lpips=None if lpips is None else np.asarray(lp_d),
                            noise={k: np.asarray(v) for k, v in state[0]["noise"].items()} or None,
-                           images=np.asarray(recon), space=space, num_steps=s.num_steps)
+                           images=np.asarray(recon), space=space, num_steps=int(num_steps))
 
 
 # ----------------------------------------------------------------------------------------------------------
