@@ -26,7 +26,8 @@ setup(
     ],
     extras_require={
         # torch is only ever used by tests and benchmarks, to cross-check against the official code.
+        # lpips: the LPIPS parity test (its torchvision import is replaced inside the test, see test_inversion.py).
         "test": ["pytest>=8,<10", "chex>=0.1.90,<0.2", "scipy>=1.11,<2", "torch==2.13.0",
-                 "pytorch-pretrained-biggan==0.1.1"],
+                 "pytorch-pretrained-biggan==0.1.1", "lpips==0.1.4"],
     },
 )
