@@ -51,7 +51,7 @@ def convert(vgg_state_dict: Mapping[str, np.ndarray], linear_state_dict: Mapping
       ConversionError: listing every missing, unexpected or misshaped entry.
     """
     trunk = {k: v for k, v in vgg_state_dict.items() if not k.startswith("classifier.")}
-    sd = StrictStateDict(trunk, "VGG16 state_dict")
+    sd = StrictStateDict(trunk, "VGG16 state_dict (torchvision vgg16().state_dict())")
     flat = {}
     for stage in lpips_lib.STAGES:
         for idx, cin, cout in stage:
@@ -60,14 +60,24 @@ def convert(vgg_state_dict: Mapping[str, np.ndarray], linear_state_dict: Mapping
             if w is not None and w.shape == (cout, cin, 3, 3):
                 flat[f"features.{idx}.weight"] = conv_weight(w)
             flat[f"features.{idx}.bias"] = b
-    sd.finish()
+    _finish(sd, "a torchvision VGG16 (configuration D, 13 convolutions), not VGG16-BN or another network")
     heads = StrictStateDict(linear_state_dict, "LPIPS linear heads (lpips weights/v0.1/vgg.pth)")
     for k, c in enumerate(lpips_lib.CHANNELS):
         w = heads.take(f"lin{k}.model.1.weight", (1, c, 1, 1))
         if w is not None:
             flat[f"lin{k}.weight"] = np.ascontiguousarray(w.reshape(-1))
-    heads.finish()
+    _finish(heads, "the lpips package's VGG heads (weights/v0.1/vgg.pth), not the AlexNet or SqueezeNet ones")
     return nest(flat)
+
+
+def _finish(sd: StrictStateDict, expected: str) -> None:
+    """``sd.finish()`` with the advice line replaced by what this file should have been."""
+    try:
+        sd.finish()
+    except ConversionError as err:
+        lines = [line for line in str(err).splitlines() if not line.strip().startswith("Check that the config")]
+        lines[0] = lines[0].replace("does not match the generator built from its config", "is not complete")
+        raise ConversionError("\n".join(lines + [f"  Expected {expected}."])) from None
 
 
 def load(vgg16_path: str | os.PathLike, linear_path: str | os.PathLike | None = None) -> dict:

@@ -57,7 +57,6 @@ def invert_images(cfg, images: str, workdir, progress: bool = True) -> dict:
     x, files, warnings = inversion.load_images(images, gen)
     for w in warnings:
         log.warning("%s", w)
-        print(f"warning: {w}")
     lp = None
     if inv.vgg16:
         import converters
