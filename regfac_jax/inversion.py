@@ -265,6 +265,18 @@ def _final(gen, s: _Settings, params, buffers, lp, hp, targets, opt, keys):
     return loss, mse, lp_d, ws, images
 
 
+def _initial_latents(gen, keys, w_avg, layers: int, optimize_noise: bool) -> dict:
+    """The optimised variables at step 0: the mean w in each of ``layers`` rows, and fresh unit noise maps."""
+    names = noise_names(gen) if optimize_noise else []
+    flat_buffers = trees.flatten(gen.buffers or {})
+
+    def maps(j, shape):
+        return jax.vmap(lambda key: normalize_noise(jax.random.normal(jax.random.fold_in(key, 1 + j), shape)))(keys)
+
+    noise = {k: maps(j, flat_buffers[k].shape) for j, k in enumerate(names)}
+    return {"w": jnp.broadcast_to(jnp.asarray(w_avg), (keys.shape[0], layers, gen.w_dim)), "noise": noise}
+
+
 def check_images(gen, images) -> np.ndarray:
     """Validates a batch for :func:`invert`: float ``[N, H, W, C]`` at the generator's size, finite, in [-1, 1].
 
@@ -332,13 +344,8 @@ def invert(gen, images, *, space: str = "w", num_steps: int = 1000, lpips: dict 
     if lpips is not None:
         lpips_lib.check_params(lpips)
     w_avg, w_std, w_sd = w_statistics(gen, w_avg_samples)
-    layers = 1 if space == "w" else gen.num_ws
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), jnp.arange(n))
-    names = noise_names(gen) if optimize_noise else []
-    flat_buffers = trees.flatten(gen.buffers or {})
-    noise = {k: jax.vmap(lambda key, shp=flat_buffers[k].shape: normalize_noise(jax.random.normal(
-        jax.random.fold_in(key, 1 + j), shp)))(keys) for j, k in enumerate(names)}
-    opt = {"w": jnp.broadcast_to(jnp.asarray(w_avg), (n, layers, gen.w_dim)), "noise": noise}
+    opt = _initial_latents(gen, keys, w_avg, 1 if space == "w" else gen.num_ws, optimize_noise)
     s = _Settings(int(min(chunk, num_steps)), float(lr_rampdown), float(lr_rampup),
                   float(initial_noise_factor), float(noise_ramp), 256, lpips is not None)
     hp = {k: jnp.float32(v) for k, v in dict(learning_rate=learning_rate, w_std=w_std, mse_weight=mse_weight,
@@ -363,9 +370,6 @@ def invert(gen, images, *, space: str = "w", num_steps: int = 1000, lpips: dict 
 # ----------------------------------------------------------------------------------------------------------
 # Image files
 # ----------------------------------------------------------------------------------------------------------
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".npy")
-
-
 def expand_image_paths(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[pathlib.Path]:
     """A directory (every file in it, sorted), a glob pattern (sorted matches), a file, or a list of these."""
     if isinstance(spec, (list, tuple)):
