@@ -39,13 +39,22 @@ def _progress_bar(total: int, desc: str):
     return bar, update
 
 
+def tile_grid(tiles: np.ndarray, pad: int = 2) -> np.ndarray:
+    """uint8 tiles ``[rows, cols, H, W, C]`` -> one picture with white gaps of ``pad`` pixels."""
+    rows, cols, h, w, c = tiles.shape
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), 255, np.uint8)
+    for i in range(rows):
+        for j in range(cols):
+            out[i * (h + pad):i * (h + pad) + h, j * (w + pad):j * (w + pad) + w] = tiles[i, j]
+    return out
+
+
 def _grid(inputs: np.ndarray, recons: np.ndarray) -> np.ndarray:
-    """Rows of input | reconstruction, tiles enlarged (nearest) to at least 128 px."""
+    """Rows of input | reconstruction (``[N, H, W, C]`` each), tiles enlarged (nearest) to at least 128 px."""
     from regfac_jax import io_utils
     scale = max(1, 128 // inputs.shape[1])
     tiles = io_utils.to_uint8(np.stack([inputs, recons], axis=1))
-    tiles = tiles.repeat(scale, axis=2).repeat(scale, axis=3)
-    return io_utils.image_grid(tiles)
+    return tile_grid(tiles.repeat(scale, axis=2).repeat(scale, axis=3))
 
 
 def invert_images(cfg, images: str, workdir, progress: bool = True) -> dict:

@@ -21,6 +21,7 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.invert import tile_grid
 from regfac_jax import baselines, inversion, io_utils, jacobian
 from regfac_jax.demo import faces, runner
 
@@ -74,7 +75,7 @@ def figure(gen, real, res, dirs, masks, path, rows=4, scale=4):
             cols.append(inversion.synthesize(gen, ws, noise))
             labels.append(f"{name} {'-' if sign < 0 else '+'}")
     tiles = io_utils.to_uint8(np.stack(cols, axis=1)).repeat(scale, 2).repeat(scale, 3)
-    grid = io_utils.image_grid(tiles, pad=4)
+    grid = tile_grid(tiles, pad=4)
     top = 18
     canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + top), "white")
     canvas.paste(Image.fromarray(grid), (0, top))
