@@ -125,7 +125,7 @@ def main(argv=None) -> None:
     print(f"wrote {args.dst}")
 
 
+__all__ = ["ConversionError", "convert", "default_linear_path", "load", "save_npz"]
+
 if __name__ == "__main__":
     main()
-
-__all__ = ["ConversionError", "convert", "default_linear_path", "load", "save_npz"]
