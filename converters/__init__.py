@@ -7,6 +7,7 @@ Public contract:
 * ``load(path, network=None)`` -> generator object; the file format is detected by content (see
   ``converters.formats``). ``network`` names the entry of a multi-network file to load (NVlabs snapshots:
   ``'G_ema'`` by default, ``'G'`` on request; see ``converters.nvlabs``).
+* ``load_lpips(vgg16_path, linear_path=None)`` -> LPIPS/VGG16 parameters (see ``converters.lpips``).
 """
 from __future__ import annotations
 
@@ -39,4 +40,10 @@ def load(path, network: str | None = None):
     return formats.load(path, network=network)
 
 
-__all__ = ["ConversionError", "convert_state_dict", "load"]
+def load_lpips(vgg16_path, linear_path=None):
+    """LPIPS (VGG16) parameters from torchvision's VGG16 file and the lpips package's linear heads."""
+    from converters import lpips  # local import, as above
+    return lpips.load(vgg16_path, linear_path)
+
+
+__all__ = ["ConversionError", "convert_state_dict", "load", "load_lpips"]

@@ -245,6 +245,7 @@ def describe(cfg) -> dict:
     for key in _EXECUTION_ONLY:
         d.pop(key, None)
     d["jacobian"] = {k: v for k, v in dict(d.get("jacobian") or {}).items() if k not in _JACOBIAN_EXECUTION_ONLY}
+    d.pop("inversion", None)  # inversion settings do not change a direction search
     return json.loads(json.dumps(d, default=str))
 
 
@@ -507,26 +508,36 @@ def summarize_directions(results: dict, workdir) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # manipulate
 # ----------------------------------------------------------------------------------------------------------
-def manipulate(cfg, directions_path, workdir, progress: bool = True) -> list[pathlib.Path]:
+def manipulate(cfg, directions_path, workdir, progress: bool = True, latents_path=None) -> list[pathlib.Path]:
     """Renders edits of ``directions_path`` (ours or the paper's .npy) into ``workdir``: a PNG grid per direction
-    (rows: samples, columns: steps), a GIF per sample and direction, and ``index.html`` showing all of them."""
+    (rows: samples, columns: steps), a GIF per sample and direction, and ``index.html`` showing all of them.
+    With ``latents_path`` (``experiments.invert``'s latents.npz) the samples are those inverted images, and
+    ``locality.json`` reports each direction's locality on them (see :func:`regfac_jax.inversion.edit_locality`)."""
     m = cfg.manipulate
     gen = prepare_model(cfg)
+    if latents_path and gen.kind == "biggan":
+        raise errors.ConfigError("--latents holds StyleGAN W/W+ latents from experiments.invert; this model is "
+                                 "BigGAN.")
     all_dirs = edit_lib.load_directions(directions_path, gen.latent_dim)
     idx = [int(i) for i in str(m.indices).split(",") if i.strip()]
     bad = [i for i in idx if not 0 <= i < all_dirs.shape[0]]
     if bad:
         raise errors.ConfigError(f"Direction indices {bad} are beyond the {all_dirs.shape[0]} directions in "
                                  f"{directions_path}.")
+    inverted = None
+    if latents_path:
+        from regfac_jax import inversion
+        inverted = inversion.load_latents(latents_path, gen)  # (ws, noise, files); validated before the claim
     description = {**describe(cfg), io_utils.WEIGHTS_KEY: io_utils.tree_digest(gen.params),
-                   "directions": np.asarray(all_dirs), "manipulate": m.to_dict()}
+                   "directions": np.asarray(all_dirs), "manipulate": m.to_dict(),
+                   "latents": None if inverted is None else np.asarray(inverted[0])}
     workdir = pathlib.Path(workdir)
     with io_utils.claim_workdir(workdir, description, overwrite=bool(cfg.overwrite)), \
             logs.log_to_file(workdir / "log.txt"):  # claimed after validation; every record goes to log.txt
-        return _render_edits(cfg, gen, all_dirs, idx, workdir, directions_path, progress)
+        return _render_edits(cfg, gen, all_dirs, idx, workdir, directions_path, progress, inverted)
 
 
-def _render_edits(cfg, gen, all_dirs, idx, workdir: pathlib.Path, directions_path, progress: bool):
+def _render_edits(cfg, gen, all_dirs, idx, workdir: pathlib.Path, directions_path, progress: bool, inverted=None):
     m = cfg.manipulate
     steps = edit_lib.step_range(m.step_start, m.step_stop, int(m.num_steps))
     n = int(m.num_samples)
@@ -541,6 +552,13 @@ def _render_edits(cfg, gen, all_dirs, idx, workdir: pathlib.Path, directions_pat
         cv = biggan.class_vector([int(c) if c.isdigit() else c for c in classes][:1] * n, gen.num_classes)
         render = lambda j: [gen.generate(edit_lib.edit_latent(z, all_dirs[j], steps)[:, s], cv,  # noqa: E731
                                          float(cfg.truncation)) for s in range(len(steps))]
+    elif inverted is not None:  # the inverted images of experiments.invert, with their own noise maps
+        from regfac_jax import inversion
+        layers = parse_layers(m.layers, gen.num_ws)
+        ws, noise, _ = inverted
+        n = len(ws)
+        render = lambda j: [inversion.synthesize(gen, edit_lib.edit_ws(ws, all_dirs[j], steps, layers)[:, s],  # noqa
+                                                 noise) for s in range(len(steps))]
     else:
         layers = parse_layers(m.layers, gen.num_ws)
         z = np.random.RandomState(int(m.seed)).randn(n, gen.z_dim).astype(np.float32)
@@ -566,7 +584,29 @@ def _render_edits(cfg, gen, all_dirs, idx, workdir: pathlib.Path, directions_pat
             io_utils.save_gif(gif, list(u8[s]))
             outputs.append(gif)
     _write_html(workdir, outputs, directions_path, steps)
+    if inverted is not None:
+        _latents_locality(cfg, gen, ws, noise, all_dirs, idx, layers, directions_path, workdir)
     return outputs
+
+
+def _latents_locality(cfg, gen, ws, noise, all_dirs, idx, layers, directions_path, workdir) -> None:
+    """Writes ``locality.json``: the demo's locality metric of each direction on the inverted images."""
+    from regfac_jax import inversion, metrics
+    masks = parse_regions(cfg.regions, cfg.dataset, gen.img_resolution)
+    region = cfg.manipulate.region or pathlib.Path(directions_path).stem
+    if region not in masks:
+        log.warning("no locality report: region %r is not among %s; set --config.manipulate.region", region,
+                    sorted(masks))
+        return
+    report = {"region": region, "num_images": len(ws), "directions": {}}
+    for j in idx:
+        res = inversion.edit_locality(gen, ws, all_dirs[j], masks[region], noise, layers)
+        report["directions"][str(j)] = metrics.summarize(res)
+        log.info("direction %d, region %s: in-region share %.3f +- %.3f over %d inverted images", j, region,
+                 res["share"].mean(), res["share"].std(), len(ws))
+        logs.console(f"direction {j}, region {region}: in-region share {res['share'].mean():.3f} "
+              f"+- {res['share'].std():.3f} over {len(ws)} inverted images")
+    io_utils.write_json(workdir / "locality.json", report)
 
 
 def _write_html(workdir: pathlib.Path, outputs, directions_path, steps) -> None:

@@ -14,6 +14,7 @@ import os
 import pathlib
 import signal
 import sys
+import time
 
 import numpy as np
 
@@ -132,6 +133,11 @@ def launch(argv) -> None:
             calls.append(1)
             if len(calls) == args.fault_block:
                 os.kill(os.getpid(), signal.SIGTERM if args.fault == "sigterm" else signal.SIGKILL)
+                # A real notice comes ~30 s before the kill while the job runs on. These blocks take milliseconds,
+                # so on a loaded machine the run could end before the notice has reached every host (and then exit
+                # 0, correctly). Pausing this host, which the others wait for at the block's psum, gives the notice
+                # the time the 30 s would.
+                time.sleep(5)
             return real(self, indices, per_sample)
 
         distributed.GramPlan.block = block

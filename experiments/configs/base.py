@@ -21,7 +21,13 @@ Fields (all overridable on the command line, e.g. ``--config.num_samples 16``):
 * ``solver``: k, regularization ('auto' | 'paper' | 'none'; 'whiten' only), tau (None = default), method ('whiten' |
   'official' | 'official_full_rank'; see ``regfac_jax.directions.generalized_eigh``).
 * ``manipulate``: indices, layers (paper: '4-7'), step_start/step_stop/num_steps (paper: -10, 10, 7),
-  truncation_psi / truncation_cutoff (paper: 0.7 on the first 8 layers), num_samples, seed.
+  truncation_psi / truncation_cutoff (paper: 0.7 on the first 8 layers), num_samples, seed; region: the region
+  whose locality ``--latents`` edits report ('' = the directions file's name).
+* ``inversion`` (``experiments.invert``): space ('w' | 'wplus'), num_steps, learning_rate, optimize_noise,
+  noise_regularization, w_avg_samples, mse_weight, lpips_weight, w_prior / layer_spread (pull w towards the mean
+  w / W+ layers towards each other: editability for fidelity; 0 = the projector), vgg16 (torchvision VGG16 .pth or
+  converted .npz: enables LPIPS; '' = pixel loss only), lpips_linear ('' = the installed lpips package's heads), seed,
+  batch_size.
 """
 import ml_collections
 from ml_collections import config_dict
@@ -91,6 +97,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.manipulate = ml_collections.ConfigDict(dict(indices="0", layers="4-7", step_start=-10.0, step_stop=10.0,
                                                   num_steps=7, truncation_psi=0.7, truncation_cutoff=8,
                                                   num_samples=4, seed=0))
+    c.manipulate.region = ""
+    c.inversion = ml_collections.ConfigDict(dict(space="w", num_steps=1000, learning_rate=0.1, optimize_noise=True,
+                                                 noise_regularization=1e5, w_avg_samples=10000, mse_weight=1.0,
+                                                 lpips_weight=1.0, w_prior=0.0, layer_spread=0.0, vgg16="",
+                                                 lpips_linear="", seed=0, batch_size=16))
     return c
 
 
