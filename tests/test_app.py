@@ -255,7 +255,7 @@ def _fake_inversion(model, calls) -> types.ModuleType:
         calls.append({"shape": images.shape, "min": float(images.min()), "max": float(images.max()),
                       "space": space, "num_steps": num_steps})
         if progress is not None:
-            progress(num_steps, num_steps)
+            progress(num_steps, 0.25)  # (steps done, mean loss), as the real one reports
         return types.SimpleNamespace(ws=np.asarray(core.sample_latents(model, 11, 1)["ws"]))
 
     module = types.ModuleType(core.INVERSION_MODULE)

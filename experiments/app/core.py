@@ -565,16 +565,12 @@ def upload(session: Session, path, num_steps: int = 200, progress: Progress | No
 
 
 def _progress_adapter(progress: Progress | None, num_steps: int):
-    """A callback that takes ``(step, total)``, ``(fraction,)`` or keyword forms and reports a fraction."""
+    """``regfac_jax.inversion.invert``'s ``progress(step, loss)`` as the UI's fraction of ``num_steps`` done."""
     if progress is None:
         return None
 
-    def report(*args, **kwargs):
-        values = [v for v in list(args) + list(kwargs.values()) if isinstance(v, (int, float))]
-        if len(values) >= 2 and values[1]:
-            progress(min(1.0, values[0] / values[1]), "inverting")
-        elif values:
-            progress(min(1.0, values[0] if values[0] <= 1 else values[0] / max(num_steps, 1)), "inverting")
+    def report(step: int, loss: float) -> None:
+        progress(min(1.0, step / max(num_steps, 1)), f"inverting (loss {loss:.4g})")
     return report
 
 
