@@ -346,10 +346,11 @@ def plan_grams(fn, latent, weights, *, preprocess: Preprocess = None, memory_bud
 
     Configurations are tried cheapest first (see :func:`_cost`). One is compiled only when its guessed peak fits
     the limit and no configuration of the same strategy with a smaller chunk and block already failed; the first
-    whose analysed peak fits is returned with its compiled kernel. Guesses (used only to skip compiling) come from
-    the analysed peaks already seen, or, before any, from the forward pass's analysis (a chunk of k tangents holds
-    about k + 1 forward passes' temporaries, plus the tangent block). Results are cached per shapes, so repeated
-    calls compile nothing.
+    whose analysed peak fits is kept. Guesses (used only to skip compiling) come from the analysed peaks already
+    seen, or, before any, from the forward pass's analysis (a chunk of k tangents holds about k + 6 forward passes'
+    temporaries, plus the tangent block; fitted on StyleGAN2 config-f). If the guesses ruled out everything, the
+    configurations with the smallest guesses are compiled anyway; once one fits, up to three cheaper ones that the
+    peaks seen so far predict to fit are tried. Results are cached per shapes, so repeated calls compile nothing.
 
     Args:
       fn: the generator function (a Partial whose leaves may be ``jax.ShapeDtypeStruct``).
@@ -371,41 +372,55 @@ def plan_grams(fn, latent, weights, *, preprocess: Preprocess = None, memory_bud
     (m, p), d = weights.shape, latent.shape[0]
     itemsize = np.dtype(latent.dtype).itemsize
     failed: list[tuple[str, int, int | None, int]] = []
+    seen: dict[str, list[tuple[int, int, int]]] = {"blocked": [], "transpose": []}
+
+    def held(block):  # the tangent block 'blocked' keeps, bytes
+        return (block or 0) * p * itemsize
+
+    def ruled_out(strategy, k, block):
+        return held(block) + k * p * itemsize > limit or any(
+            s == strategy and k >= fk and (block or 0) >= (fb or 0) for s, fk, fb, _ in failed)
 
     def try_(strategy, k, block, cost, guess):
         compiled = weighted_grams.lower(fn, latent, weights, k, preprocess, strategy, block, precision).compile()
         peak = analysed_peak(compiled)
+        seen[strategy].append((k, held(block), peak))
         if progress:
             print(f"plan_grams: {strategy} chunk {k} block {block}: {peak / 2 ** 30:.2f} GiB analysed (guess "
                   f"{'-' if guess is None else f'{guess / 2 ** 30:.2f}'}; limit {limit / 2 ** 30:.2f} GiB)", flush=True)
         if peak > limit:
             failed.append((strategy, k, block, peak))
             return None
-        _PLANS[key] = Plan(strategy, k, block, peak, limit, cost, compiled)
-        return _PLANS[key]
+        return Plan(strategy, k, block, peak, limit, cost, compiled)
 
     forward = jax.jit(lambda f, x: _flat(f, preprocess)(x)).lower(fn, latent).compile().memory_analysis()
-    seen, skipped = {"blocked": [], "transpose": []}, []
+    plan, skipped = None, []
     for cost, strategy, k, block in _candidates(d, m, max_chunk):
-        held = (block or 0) * p * itemsize  # the tangent block 'blocked' keeps
-        if held + k * p * itemsize > limit or any(s == strategy and k >= fk and (block or 0) >= (fb or 0)
-                                                  for s, fk, fb, _ in failed):
+        if ruled_out(strategy, k, block):
             continue
-        guess = _predict(seen[strategy], k, held)
+        guess = _predict(seen[strategy], k, held(block))
         if guess is None and strategy == "blocked":  # prior, fitted on StyleGAN2 config-f (module docstring)
-            guess = held + forward.argument_size_in_bytes + (k + 6) * forward.temp_size_in_bytes
+            guess = held(block) + forward.argument_size_in_bytes + (k + 6) * forward.temp_size_in_bytes
         if guess is not None and guess > limit:
             skipped.append((guess, strategy, k, block, cost))
             continue
         plan = try_(strategy, k, block, cost, guess)
         if plan is not None:
-            return plan
-        seen[strategy].append((k, held, failed[-1][3]))
-    for guess, strategy, k, block, cost in sorted(skipped, key=lambda c: c[0])[:_RETRIES]:  # the guesses may have been pessimistic
-        if not any(s == strategy and k >= fk and (block or 0) >= (fb or 0) for s, fk, fb, _ in failed):
+            break
+    for guess, strategy, k, block, cost in sorted(skipped, key=lambda c: c[0])[:_RETRIES]:
+        if plan is None and not ruled_out(strategy, k, block):  # the guesses may have been pessimistic
             plan = try_(strategy, k, block, cost, guess)
-            if plan is not None:
-                return plan
+    for _ in range(_RETRIES if plan is not None else 0):  # the peaks seen since may show a cheaper one fits
+        better = [(cost, strategy, k, block) for cost, strategy, k, block in _candidates(d, m, max_chunk)
+                  if cost < plan.relative_cost and not ruled_out(strategy, k, block)
+                  and (_predict(seen[strategy], k, held(block)) or limit + 1) <= limit]
+        if not better:
+            break
+        cost, strategy, k, block = better[0]
+        plan = try_(strategy, k, block, cost, _predict(seen[strategy], k, held(block))) or plan
+    if plan is not None:
+        _PLANS[key] = plan
+        return plan
     smallest = min((f[3] for f in failed), default=None)
     raise MemoryError(f"No Jacobian strategy fits {limit / 2 ** 30:.2f} GiB for this generator (smallest analysed "
                       f"peak: {'n/a' if smallest is None else f'{smallest / 2 ** 30:.2f} GiB'}). Use "
