@@ -29,8 +29,9 @@ Memory strategy (``strategy=``):
 * ``'auto'`` (default): :func:`plan_grams` compiles candidate configurations (strategy, chunk, block), cheapest
   first by a simple cost model, and keeps the first whose peak by XLA's own compiled memory analysis fits the
   device's memory limit (``memory_stats()['bytes_limit']`` where the backend reports it, else ``memory_budget``).
-  At 1024x1024x3, d = 512 and 3 regions StyleGAN2 config-f needs 6.2 GiB as 'blocked' (chunk 2, block 256) where
-  'transpose' with chunk 64 needs over 200 GiB (``tests/test_jacobian.py::test_auto_plan_fits_8gib_at_1024``).
+  At 1024x1024x3, d = 512, 3 regions and 8 GiB it picks 'blocked' for StyleGAN2 config-f (chunk 4, block 256:
+  7.0 GiB, where 'transpose' with chunk 64 needs over 200 GiB) and StyleGAN3-R (chunk 1, block 171: 7.8 GiB);
+  see ``tests/test_jacobian.py::test_auto_plan_fits_8gib_at_1024`` and the README.
 
 Preprocessing (``preprocess=``): None (per-channel Jacobian of the raw image), ``'official'`` (the paper's code:
 images larger than 256 are resized to 256 by nearest neighbour and their channels summed; smaller ones are used as
