@@ -128,7 +128,7 @@ def bench_grams(sg2ada: str, resolution: int, budget: int, chunks: int) -> dict:
     def torch_chunk(v):
         def f(x):
             return g_torch.synthesis(x[None, None].repeat(1, g_torch.num_ws, 1), noise_mode="const")[0]
-        x0 = torch.from_numpy(np.asarray(w))
+        x0 = torch.from_numpy(np.array(w))  # a writable copy
         return torch.func.vmap(lambda t: torch.func.jvp(f, (x0,), (t,))[1])(v)
 
     _now(lambda: jvp(fn, w, tangents[:k]))  # compile + warm-up
