@@ -37,25 +37,27 @@ def stylegan2_generator(resolution, d, channels):
     return gen.latent_fn("w"), d
 
 
-def run(model: str, resolution: int, d: int, channels: int, chunk: int):
+def run(model: str, resolution: int, d: int, channels: int, chunk: int, blocks=(1, 4, 8), regions_count: int = 3):
     make = {"toy": toy_generator, "stylegan2": stylegan2_generator}[model]
     fn, d = make(resolution, d, channels)
     latent = jax.random.normal(jax.random.key(1), (d,))
     batch = jax.random.normal(jax.random.key(2), (d, d))
     forward = jax.jit(lambda f, x: jax.vmap(f)(x))  # batch-d forward; StyleGAN2 vmaps to a batched pass
     t_floor = median_seconds(lambda: forward(fn, batch), 5)
-    mask = regions.box_mask((128, 128, 64, 96), resolution)
+    boxes = [(128, 128, 64, 96), (64, 128, 64, 128), (192, 128, 64, 96)][:regions_count]  # centre row, col, h, w
+    masks = jnp.stack([regions.box_mask(b, resolution) for b in boxes])
     c = jax.eval_shape(fn, latent).shape[-1]
-    weights = jnp.asarray(jacobian.mask_weights(mask[None], c))
+    weights = jnp.asarray(jacobian.mask_weights(masks, c))
     rows = {}
-    for strategy in ("materialize", "transpose"):
-        t = median_seconds(lambda: jacobian.weighted_grams(fn, latent, weights, chunk, None, strategy), 5)
-        mem = _mem_gib(jacobian.weighted_grams, fn, latent, weights, chunk, None, strategy)
-        rows[strategy] = (t, mem)
+    configs = [("materialize", None), ("transpose", None)] + [("blocked", -(-d // nb)) for nb in blocks]
+    for strategy, block in configs:
+        t = median_seconds(lambda: jacobian.weighted_grams(fn, latent, weights, chunk, None, strategy, block), 5)
+        mem = _mem_gib(jacobian.weighted_grams, fn, latent, weights, chunk, None, strategy, block)
+        rows[strategy + ("" if block is None else f" (block {block})")] = (t, mem)
     jacfwd = jax.jit(jax.jacfwd(lambda f, x: f(x), argnums=1))
     t_jac = median_seconds(lambda: jacfwd(fn, latent), 5)
     print(f"device: {jax.devices()[0].device_kind}; model {model} {resolution}x{resolution}x{c}, d={d}, "
-          f"tangent_chunk={chunk}")
+          f"tangent_chunk={chunk}, {weights.shape[0] // 2} regions")
     print(f"{'what':38s} {'seconds':>9s} {'/ floor':>8s} {'memory GiB':>11s}")
     print(f"{'floor: forward at batch d':38s} {t_floor:9.4f} {1.0:8.2f} {_mem_gib(forward, fn, batch):11.3f}")
     print(f"{'jax.jacfwd (full Jacobian)':38s} {t_jac:9.4f} {t_jac / t_floor:8.2f}")
@@ -70,8 +72,10 @@ def main():
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--channels", type=int, default=16)
     ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--blocks", type=int, nargs="*", default=[1, 4, 8], help="block counts for 'blocked'")
+    ap.add_argument("--regions", type=int, default=3, choices=[1, 2, 3])
     args = ap.parse_args()
-    run(args.model, args.resolution, args.d, args.channels, args.chunk)
+    run(args.model, args.resolution, args.d, args.channels, args.chunk, args.blocks, args.regions)
 
 
 if __name__ == "__main__":

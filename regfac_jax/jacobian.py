@@ -14,17 +14,24 @@ paper code's normalisation by the number of Jacobian rows in the region. One lin
 
 Memory strategy (``strategy=``):
 
-* ``'materialize'``: the Jacobian ``[d, P]`` is assembled from tangent chunks of ``tangent_chunk`` columns, then
-  each Gram is one matrix product. Peak memory about ``2 * d * P`` floats plus the primal residuals. Fastest when
-  it fits (every image up to 256x256x3 with d = 512 needs under 1 GiB).
+* ``'materialize'``: ``jax.linearize`` once, then the Jacobian ``[d, P]`` is assembled from tangent chunks of
+  ``tangent_chunk`` columns and each Gram is one matrix product. Peak: the linearisation's stored residuals plus
+  about ``2 * d * P`` floats.
+* ``'blocked'``: never stores a linearisation. Tangent block i (``block`` tangents, ``U_i = J V_i`` ``[b, P]``) is
+  materialised by ``jax.jvp`` per chunk (the primal recomputed, unbatched, with every chunk); its diagonal Gram
+  block comes from itself and the blocks to its right from the later chunks, recomputed one chunk at a time. Peak:
+  one block plus one chunk's forward pass; cost ``(n_blocks + 1) / 2`` forward Jacobians (plus one primal per
+  chunk). With ``block = d`` (the default) it is 'materialize' without the residuals.
 * ``'transpose'``: never holds the Jacobian. For each tangent chunk ``V`` (``[k, d]``) it forms ``U = J V`` by
-  forward mode, then the Gram columns ``J^T (w_r * U)`` by transposing the same linear map (reverse mode through
-  the stored residuals). Peak memory is the primal residuals plus ``O(k * P * (2R + 1))`` floats, independent
-  of ``d``. At 1024x1024x3 with d = 512 the materialised Jacobian alone would be 6 GiB; this path stays within a
-  small multiple of one forward pass (see ``tests/test_jacobian.py::test_memory_bound_1024``, which compiles the
-  1024x1024 case and checks XLA's own memory analysis against 8 GiB). It costs about ``2R`` reverse passes per
-  tangent chunk on top of the forward ones.
-* ``'auto'`` (default): 'materialize' when ``2 * d * P * itemsize <= memory_budget`` bytes, else 'transpose'.
+  forward mode, then the Gram columns ``J^T (w_r * U)`` by transposing the same linearisation (reverse mode through
+  the stored residuals). Peak: the residuals plus ``O(k * P * M)`` floats; cost about one reverse pass per weight
+  row per chunk on top of the forward ones.
+* ``'auto'`` (default): :func:`plan_grams` compiles candidate configurations (strategy, chunk, block), cheapest
+  first by a simple cost model, and keeps the first whose peak by XLA's own compiled memory analysis fits the
+  device's memory limit (``memory_stats()['bytes_limit']`` where the backend reports it, else ``memory_budget``).
+  At 1024x1024x3, d = 512, 3 regions and 8 GiB it picks 'blocked' for StyleGAN2 config-f (chunk 4, block 256:
+  7.0 GiB, where 'transpose' with chunk 64 needs over 200 GiB) and StyleGAN3-R (chunk 1, block 171: 7.8 GiB);
+  see ``tests/test_jacobian.py::test_auto_plan_fits_8gib_at_1024`` and the README.
 
 Preprocessing (``preprocess=``): None (per-channel Jacobian of the raw image), ``'official'`` (the paper's code:
 images larger than 256 are resized to 256 by nearest neighbour and their channels summed; smaller ones are used as
@@ -32,6 +39,7 @@ they are), or any callable ``[H, W, C] -> [H', W', C']``.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable, Literal
 
@@ -41,9 +49,18 @@ import numpy as np
 from jax.tree_util import Partial
 
 from regfac_jax import regions
+from regfac_jax.ops import precision as ops_precision
 
 Preprocess = None | Literal["official"] | Callable[[jax.Array], jax.Array]
 HIGHEST = jax.lax.Precision.HIGHEST
+STRATEGIES = ("materialize", "transpose", "blocked")
+PRECISIONS = ops_precision.NAMES
+
+
+def _precision(name: str) -> jax.lax.Precision:
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {name!r}.")
+    return PRECISIONS[name]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -93,15 +110,26 @@ def output_shape(fn, latent, preprocess: Preprocess = None) -> tuple[int, ...]:
 # ----------------------------------------------------------------------------------------------------------
 # Kernels (jitted; the generator arrives as a Partial pytree so its weights are arguments, not constants)
 # ----------------------------------------------------------------------------------------------------------
-def _tangent_basis(d: int, chunk: int, dtype):
+def _tangent_basis(d: int, chunk: int, dtype, chunks_per_block: int = 1):
+    """One-hot tangents ``[n, k, d]``, padded with zero rows to a whole number of blocks of chunks."""
     k = max(1, min(chunk, d))
     n = -(-d // k)
+    n = -(-n // chunks_per_block) * chunks_per_block
     return jnp.eye(n * k, d, dtype=dtype).reshape(n, k, d), n * k
 
 
+def _flat(fn, preprocess):
+    return lambda x: _apply_preprocess(fn(x), preprocess).reshape(-1)
+
+
 def _linearized(fn, latent, preprocess):
-    flat = lambda x: _apply_preprocess(fn(x), preprocess).reshape(-1)  # noqa: E731
-    return jax.linearize(flat, latent)
+    return jax.linearize(_flat(fn, preprocess), latent)
+
+
+def _jvp_chunk(fn, latent, preprocess):
+    """``V [k, d] -> J V [k, P]`` by ``jax.jvp``: the primal is recomputed (unbatched) per call, nothing is stored."""
+    flat = _flat(fn, preprocess)
+    return jax.vmap(lambda v: jax.jvp(flat, (latent,), (v,))[1])
 
 
 @functools.partial(jax.jit, static_argnames=("tangent_chunk", "preprocess"))
@@ -113,27 +141,78 @@ def _jacobian_rows(fn, latent, tangent_chunk: int, preprocess):
     return rows.reshape(d_pad, -1)[: latent.shape[0]]
 
 
-@functools.partial(jax.jit, static_argnames=("tangent_chunk", "preprocess", "strategy"))
-def weighted_grams(fn, latent, weights, tangent_chunk: int, preprocess, strategy: str):
-    """``G_m = J^T diag(weights_m) J`` for every row of ``weights`` ``[M, P]`` -> ``[M, d, d]``."""
+def _cross(u_block, u_chunk, weights, precision):
+    """``[M, b, k]``: ``U_block diag(w_m) U_chunk^T`` for every weight row, never forming ``w_m * U_block``."""
+    return jnp.einsum("bp,mkp->mbk", u_block, weights[:, None, :] * u_chunk[None], precision=precision)
+
+
+def _blocked(chunk_jvp, basis, weights, chunks_per_block: int, precision):
+    """Upper block triangle of every ``J^T diag(w_m) J`` (diagonal blocks halved), ``[M, d_pad, d_pad]``.
+
+    Tangent block i (``b = chunks_per_block * k`` tangents) is materialised, ``U_i`` ``[b, P]``; its diagonal Gram
+    block comes from its own chunks, and the blocks to its right from the later tangent chunks, recomputed by
+    forward mode one chunk at a time (``lax.cond`` skips the earlier ones). Cost: ``(n_blocks + 1) / 2`` forward
+    Jacobians; memory: one block plus one chunk's forward pass.
+    """
+    n, k, d = basis.shape
+    n_blocks, b = n // chunks_per_block, chunks_per_block * k
+    blocks = basis.reshape(n_blocks, chunks_per_block, k, d)
+    m = weights.shape[0]
+
+    def strip(i):
+        u = jax.lax.map(chunk_jvp, blocks[i]).reshape(b, -1)  # [b, P]
+        diag = jax.lax.map(lambda uc: _cross(u, uc, weights, precision), u.reshape(chunks_per_block, k, -1))
+        diag = jnp.moveaxis(diag, 0, 2).reshape(m, b, b)
+        if n_blocks == 1:
+            return 0.5 * diag
+
+        def right(j):
+            later = lambda: _cross(u, chunk_jvp(basis[j]), weights, precision)  # noqa: E731
+            return jax.lax.cond(j >= (i + 1) * chunks_per_block, later, lambda: jnp.zeros((m, b, k), u.dtype))
+
+        off = jnp.moveaxis(jax.lax.map(right, jnp.arange(n)), 0, 2).reshape(m, b, n * k)
+        return jax.lax.dynamic_update_slice(off, 0.5 * diag, (0, 0, i * b))
+
+    upper = jax.lax.map(strip, jnp.arange(n_blocks))  # [n_blocks, M, b, d_pad]
+    upper = jnp.moveaxis(upper, 1, 0).reshape(m, n * k, n * k)
+    return upper + jnp.swapaxes(upper, -1, -2)
+
+
+@functools.partial(jax.jit, static_argnames=("tangent_chunk", "preprocess", "strategy", "block", "precision"))
+def weighted_grams(fn, latent, weights, tangent_chunk: int, preprocess, strategy: str, block: int | None = None,
+                   precision: str = "highest"):
+    """``G_m = J^T diag(weights_m) J`` for every row of ``weights`` ``[M, P]`` -> ``[M, d, d]``.
+
+    ``strategy`` is 'materialize', 'transpose' or 'blocked' (module docstring); ``block`` is the tangent block of
+    'blocked' (rounded up to whole chunks; None: all ``d``); ``precision`` 'highest' or 'default' for the Gram
+    products and for generator matmuls that do not pin their own precision.
+    """
+    prec = _precision(precision)
     d = latent.shape[0]
-    _, f_jvp = _linearized(fn, latent, preprocess)
-    basis, d_pad = _tangent_basis(d, tangent_chunk, latent.dtype)
-    if strategy == "materialize":
-        jt = jax.lax.map(jax.vmap(f_jvp), basis).reshape(d_pad, -1)[:d]  # [d, P]
-        grams = jax.lax.map(lambda w: jnp.matmul(jt * w, jt.T, precision=HIGHEST), weights)
-    elif strategy == "transpose":
-        f_vjp = jax.linear_transpose(f_jvp, latent)
-        pull = lambda u: f_vjp(u)[0]  # noqa: E731  [P] -> [d]
+    with ops_precision.use(precision):
+        if strategy == "blocked":
+            k = max(1, min(tangent_chunk, d))
+            per_block = -(-min(block or d, d) // k)
+            basis, d_pad = _tangent_basis(d, k, latent.dtype, per_block)
+            grams = _blocked(_jvp_chunk(fn, latent, preprocess), basis, weights, per_block, prec)[:, :d, :d]
+            return 0.5 * (grams + jnp.swapaxes(grams, -1, -2))
+        _, f_jvp = _linearized(fn, latent, preprocess)
+        basis, d_pad = _tangent_basis(d, tangent_chunk, latent.dtype)
+        if strategy == "materialize":
+            jt = jax.lax.map(jax.vmap(f_jvp), basis).reshape(d_pad, -1)[:d]  # [d, P]
+            grams = jax.lax.map(lambda w: jnp.matmul(jt * w, jt.T, precision=prec), weights)
+        elif strategy == "transpose":
+            f_vjp = jax.linear_transpose(f_jvp, latent)
+            pull = lambda u: f_vjp(u)[0]  # noqa: E731  [P] -> [d]
 
-        def chunk_columns(v):  # v [k, d] -> [M, k, d]: columns of every G_m for these tangents
-            u = jax.vmap(f_jvp)(v)  # [k, P]
-            return jax.vmap(lambda w: jax.vmap(pull)(u * w))(weights)
+            def chunk_columns(v):  # v [k, d] -> [M, k, d]: columns of every G_m for these tangents
+                u = jax.vmap(f_jvp)(v)  # [k, P]
+                return jax.vmap(lambda w: jax.vmap(pull)(u * w))(weights)
 
-        cols = jax.lax.map(chunk_columns, basis)  # [n_chunks, M, k, d]
-        grams = jnp.moveaxis(cols, 1, 0).reshape(weights.shape[0], d_pad, d)[:, :d]
-    else:
-        raise ValueError(f"strategy must be 'materialize' or 'transpose', got {strategy!r}.")
+            cols = jax.lax.map(chunk_columns, basis)  # [n_chunks, M, k, d]
+            grams = jnp.moveaxis(cols, 1, 0).reshape(weights.shape[0], d_pad, d)[:, :d]
+        else:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
     return 0.5 * (grams + jnp.swapaxes(grams, -1, -2))
 
 
@@ -167,13 +246,191 @@ def mask_weights(masks: np.ndarray, channels: int) -> np.ndarray:
 
 
 def choose_strategy(d: int, num_rows: int, itemsize: int, memory_budget: int) -> str:
-    """'materialize' if the Jacobian (twice, for the weighted product) fits ``memory_budget`` bytes."""
+    """Size-only rule (no compilation): 'materialize' if the Jacobian, twice, fits ``memory_budget`` bytes, else
+    'transpose'. :func:`plan_grams` is the rule ``region_grams(strategy='auto')`` uses."""
     return "materialize" if 2 * d * num_rows * itemsize <= memory_budget else "transpose"
 
 
+DEFAULT_BUDGET = 8 << 30  # bytes, where the device reports no memory limit (CPU) and none is given
+_HEADROOM = 0.9  # share of a reported device limit a kernel may plan for (the allocator needs some slack)
+_CHUNKS = (64, 32, 16, 8, 4, 2, 1)
+_BLOCK_COUNTS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+_RETRIES = 3  # configurations compiled after the guesses ruled out every one
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What ``strategy='auto'`` chose, and XLA's memory analysis of it.
+
+    Attributes:
+      strategy: 'blocked', 'transpose' or 'materialize'.
+      tangent_chunk: tangents per batched JVP.
+      block: tangent block of 'blocked' (None otherwise).
+      peak_bytes: arguments + outputs + temporaries of the compiled kernel (XLA's analysis), per sample.
+      limit_bytes: the limit it was planned against.
+      relative_cost: the planner's time estimate, in forward Jacobians (1 = one JVP per tangent).
+      compiled: the compiled kernel (call it as ``compiled(fn, latent, weights)``).
+    """
+    strategy: str
+    tangent_chunk: int
+    block: int | None
+    peak_bytes: int
+    limit_bytes: int
+    relative_cost: float
+    compiled: object = dataclasses.field(default=None, compare=False, repr=False)
+
+
+def memory_limit(memory_budget: int | None = None) -> int:
+    """Bytes a Gram kernel may use: 90% of the device's ``memory_stats()['bytes_limit']`` where the backend reports
+    it (GPU, TPU), else ``memory_budget`` (CPU), else :data:`DEFAULT_BUDGET`."""
+    try:
+        stats = jax.local_devices()[0].memory_stats() or {}
+    except Exception:  # noqa: BLE001  backends without memory statistics
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(_HEADROOM * stats["bytes_limit"])
+    return int(memory_budget) if memory_budget else DEFAULT_BUDGET
+
+
+def analysed_peak(compiled) -> int:
+    """Arguments + outputs + temporaries - aliased bytes of a compiled executable (XLA's memory analysis)."""
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+
+
+def _cost(strategy: str, k: int, n_blocks: int, num_weights: int) -> float:
+    """Planner's time estimate in forward Jacobians: small chunks batch worse (about +1/k each); 'blocked'
+    recomputes (n_blocks + 1) / 2 Jacobians; 'transpose' adds one reverse pass per weight row."""
+    per_chunk = 1.0 + 1.0 / k
+    if strategy == "blocked":
+        return per_chunk * (n_blocks + 1) / 2
+    return per_chunk * (1 + num_weights)
+
+
+def _candidates(d: int, num_weights: int, max_chunk: int) -> list[tuple[float, str, int, int | None]]:
+    """(cost, strategy, chunk, block) of every configuration auto considers, cheapest first."""
+    out = []
+    for k in sorted({min(c, d, max(1, max_chunk)) for c in _CHUNKS}, reverse=True):
+        blocks = {-(-(-(-d // nb)) // k) * k for nb in _BLOCK_COUNTS}  # block sizes: whole chunks
+        for b in sorted(blocks, reverse=True):
+            if b >= k:
+                out.append((_cost("blocked", k, -(-d // b), num_weights), "blocked", k, min(b, d)))
+        out.append((_cost("transpose", k, 1, num_weights), "transpose", k, None))
+    return sorted(out, key=lambda c: (c[0], -c[2]))
+
+
+_PLANS: dict = {}
+
+
+def _predict(seen: list[tuple[int, int, int]], k: int, held: int) -> int | None:
+    """Peak bytes guessed from analysed ones ``(chunk, block bytes, peak)`` of the same strategy: the block plus a
+    part linear in the chunk (fitted through two chunk sizes; from one, taken proportional to chunk + 1, the
+    tangents plus the primal). None without observations. Used only to skip compiling hopeless configurations."""
+    if not seen:
+        return None
+    ks = np.array([s[0] for s in seen], float)
+    rest = np.array([s[2] - s[1] for s in seen], float)
+    if len(set(ks)) >= 2:
+        slope, intercept = np.polyfit(ks, rest, 1)
+        return int(held + max(intercept + slope * k, 0.0))
+    return int(held + rest[0] * (k + 1) / (ks[0] + 1))
+
+
+def _signature(*trees) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(trees)
+    return treedef, tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x)))) for x in leaves)
+
+
+def plan_grams(fn, latent, weights, *, preprocess: Preprocess = None, memory_budget: int | None = None,
+               precision: str = "highest", max_chunk: int = 64, progress: bool = False) -> Plan:
+    """Chooses strategy, ``tangent_chunk`` and block from XLA's compiled memory analysis (nothing is run).
+
+    Configurations are tried cheapest first (see :func:`_cost`). One is compiled only when its guessed peak fits
+    the limit and no configuration of the same strategy with a smaller chunk and block already failed; the first
+    whose analysed peak fits is kept. Guesses (used only to skip compiling) come from the analysed peaks already
+    seen, or, before any, from the forward pass's analysis (a chunk of k tangents holds about k + 6 forward passes'
+    temporaries, plus the tangent block; fitted on StyleGAN2 config-f). If the guesses ruled out everything, the
+    configurations with the smallest guesses are compiled anyway; once one fits, up to three cheaper ones that the
+    peaks seen so far predict to fit are tried. Results are cached per shapes, so repeated calls compile nothing.
+
+    Args:
+      fn: the generator function (a Partial whose leaves may be ``jax.ShapeDtypeStruct``).
+      latent: ``[d]`` array or ShapeDtypeStruct.
+      weights: ``[M, P]`` row weights (array or ShapeDtypeStruct).
+      preprocess: as in :func:`region_grams`.
+      memory_budget: bytes, used where the device reports no limit (see :func:`memory_limit`).
+      precision: 'highest' or 'default'.
+      max_chunk: the largest ``tangent_chunk`` to consider.
+      progress: print each configuration tried.
+    Raises:
+      MemoryError: no configuration fits; the message gives the smallest analysed peak and what to change.
+    """
+    fn = _as_partial(fn)
+    limit = memory_limit(memory_budget)
+    key = (_signature(fn, latent, weights), preprocess, limit, precision, max_chunk)
+    if key in _PLANS:
+        return _PLANS[key]
+    (m, p), d = weights.shape, latent.shape[0]
+    itemsize = np.dtype(latent.dtype).itemsize
+    failed: list[tuple[str, int, int | None, int]] = []
+    seen: dict[str, list[tuple[int, int, int]]] = {"blocked": [], "transpose": []}
+
+    def held(block):  # the tangent block 'blocked' keeps, bytes
+        return (block or 0) * p * itemsize
+
+    def ruled_out(strategy, k, block):
+        return held(block) + k * p * itemsize > limit or any(
+            s == strategy and k >= fk and (block or 0) >= (fb or 0) for s, fk, fb, _ in failed)
+
+    def try_(strategy, k, block, cost, guess):
+        compiled = weighted_grams.lower(fn, latent, weights, k, preprocess, strategy, block, precision).compile()
+        peak = analysed_peak(compiled)
+        seen[strategy].append((k, held(block), peak))
+        if progress:
+            print(f"plan_grams: {strategy} chunk {k} block {block}: {peak / 2 ** 30:.2f} GiB analysed (guess "
+                  f"{'-' if guess is None else f'{guess / 2 ** 30:.2f}'}; limit {limit / 2 ** 30:.2f} GiB)", flush=True)
+        if peak > limit:
+            failed.append((strategy, k, block, peak))
+            return None
+        return Plan(strategy, k, block, peak, limit, cost, compiled)
+
+    forward = jax.jit(lambda f, x: _flat(f, preprocess)(x)).lower(fn, latent).compile().memory_analysis()
+    plan, skipped = None, []
+    for cost, strategy, k, block in _candidates(d, m, max_chunk):
+        if ruled_out(strategy, k, block):
+            continue
+        guess = _predict(seen[strategy], k, held(block))
+        if guess is None and strategy == "blocked":  # prior, fitted on StyleGAN2 config-f (module docstring)
+            guess = held(block) + forward.argument_size_in_bytes + (k + 6) * forward.temp_size_in_bytes
+        if guess is not None and guess > limit:
+            skipped.append((guess, strategy, k, block, cost))
+            continue
+        plan = try_(strategy, k, block, cost, guess)
+        if plan is not None:
+            break
+    for guess, strategy, k, block, cost in sorted(skipped, key=lambda c: c[0])[:_RETRIES]:
+        if plan is None and not ruled_out(strategy, k, block):  # the guesses may have been pessimistic
+            plan = try_(strategy, k, block, cost, guess)
+    for _ in range(_RETRIES if plan is not None else 0):  # the peaks seen since may show a cheaper one fits
+        better = [(cost, strategy, k, block) for cost, strategy, k, block in _candidates(d, m, max_chunk)
+                  if cost < plan.relative_cost and not ruled_out(strategy, k, block)
+                  and (_predict(seen[strategy], k, held(block)) or limit + 1) <= limit]
+        if not better:
+            break
+        cost, strategy, k, block = better[0]
+        plan = try_(strategy, k, block, cost, _predict(seen[strategy], k, held(block))) or plan
+    if plan is not None:
+        _PLANS[key] = plan
+        return plan
+    smallest = min((f[3] for f in failed), default=None)
+    raise MemoryError(f"No Jacobian strategy fits {limit / 2 ** 30:.2f} GiB for this generator (smallest analysed "
+                      f"peak: {'n/a' if smallest is None else f'{smallest / 2 ** 30:.2f} GiB'}). Use "
+                      "preprocess='official' (256x256x1 rows), a device with more memory, or a larger memory_budget.")
+
+
 def region_grams(fn, latents, masks, *, tangent_chunk: int = 64, per_sample: bool = False,
-                 preprocess: Preprocess = None, strategy: str = "auto", memory_budget: int = 2 << 30,
-                 progress: bool = False):
+                 preprocess: Preprocess = None, strategy: str = "auto", memory_budget: int | None = None,
+                 progress: bool = False, block: int | None = None, precision: str = "highest"):
     """Foreground and background Gram matrices of every region, from one Jacobian per sample.
 
     Args:
@@ -181,18 +438,23 @@ def region_grams(fn, latents, masks, *, tangent_chunk: int = 64, per_sample: boo
         return) keeps its weights out of the compiled program.
       latents: ``[N, d]`` (or ``[d]`` for one sample).
       masks: ``[R, H', W']`` or ``[H', W']`` at the resolution of the (preprocessed) image, values in [0, 1].
-      tangent_chunk: tangents per batched JVP: the memory/speed knob.
+      tangent_chunk: tangents per batched JVP: the memory/speed knob (under 'auto': the largest chunk tried).
       per_sample: return ``[N, R, d, d]`` instead of the mean over samples.
       preprocess: None, 'official' or a callable (module docstring).
-      strategy: 'auto', 'materialize' or 'transpose' (module docstring).
-      memory_budget: bytes the materialised Jacobian may take under 'auto'.
-      progress: show a progress bar over samples.
+      strategy: 'auto', 'blocked', 'materialize' or 'transpose' (module docstring).
+      memory_budget: bytes one sample's kernel may take under 'auto' where the device reports no memory limit
+        (CPU; default 8 GiB); see :func:`memory_limit`.
+      progress: show a progress bar over samples (and the configurations 'auto' compiles).
+      block: tangent block of 'blocked' (default: all ``d``, i.e. the whole Jacobian at once).
+      precision: 'highest' (float32 everywhere, the default) or 'default' (the backend's fast matmul passes,
+        TF32/bf16 on GPU/TPU; identical on CPU) for the Gram products and unpinned generator matmuls.
 
     Returns:
       ``(A, B)``: ``[R, d, d]`` each, averaged over samples (or ``[N, R, d, d]`` with ``per_sample``).
 
     Raises:
       ValueError / regions.RegionError: bad latents or masks (wrong size, empty region, no background).
+      MemoryError: under 'auto', no configuration fits the memory limit.
       FloatingPointError: a sample's Jacobian holds NaN or inf (the message names the sample).
     """
     latents = jnp.asarray(latents)
@@ -204,16 +466,24 @@ def region_grams(fn, latents, masks, *, tangent_chunk: int = 64, per_sample: boo
     m = regions.validate_masks(masks, (h, w))
     weights = jnp.asarray(mask_weights(m, c), latents.dtype)
     d, r = latents.shape[1], m.shape[0]
-    if strategy == "auto":
-        strategy = choose_strategy(d, h * w * c, latents.dtype.itemsize, memory_budget)
+    _precision(precision)
     fn = _as_partial(fn)
+    if strategy == "auto":
+        plan = plan_grams(fn, latents[0], weights, preprocess=preprocess, memory_budget=memory_budget,
+                          precision=precision, max_chunk=int(tangent_chunk), progress=progress)
+        kernel = functools.partial(plan.compiled, fn)
+    elif strategy in STRATEGIES:
+        kernel = functools.partial(weighted_grams, fn, tangent_chunk=int(tangent_chunk), preprocess=preprocess,
+                                   strategy=strategy, block=block, precision=precision)
+    else:
+        raise ValueError(f"strategy must be 'auto' or one of {STRATEGIES}, got {strategy!r}.")
     samples = range(latents.shape[0])
     if progress:
         from tqdm.auto import tqdm
         samples = tqdm(samples, desc="Jacobian Grams", unit="sample")
     total, per = None, []
     for i in samples:
-        g = weighted_grams(fn, latents[i], weights, int(tangent_chunk), preprocess, strategy)
+        g = kernel(latents[i], weights)
         if not bool(jnp.all(jnp.isfinite(g))):
             raise FloatingPointError(f"Sample {i}: the Jacobian holds NaN or inf (latent {i} of {latents.shape[0]}); "
                                      "check that latent and the generator's weights for non-finite values.")

@@ -24,7 +24,8 @@ Spectral norm is folded once at conversion (``converters/biggan.py``): ``params`
 ``[in, out]``; the standing statistics are ``buffers`` (same naming).
 
 The computation dtype follows the dtype of ``z`` (or of the latent handed to a :meth:`BigGANGenerator.latent_fn`
-function); weights are cast to it. Matrix products and convolutions run at ``Precision.HIGHEST``.
+function); weights are cast to it. Matrix products and convolutions run at ``Precision.HIGHEST``
+(see ``regfac_jax.ops.precision``).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from jax.tree_util import Partial
 
 from regfac_jax import errors
 from regfac_jax.models.base import Generator
+from regfac_jax.ops.precision import matmul_precision as _prec
 
 ClassSpec = Union[int, str]
 
@@ -309,18 +311,17 @@ def _as_class_row(x, num_classes: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 # Pure ops (NHWC)
 # ---------------------------------------------------------------------------------------------------------------
-_HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def conv2d(x: jax.Array, w: jax.Array, bias: jax.Array | None = None) -> jax.Array:
     """Stride-1 'same' convolution: x ``[N, H, W, Cin]``, w HWIO ``[k, k, Cin, Cout]`` -> ``[N, H, W, Cout]``."""
     k = w.shape[0]
     if k == 1:
-        y = jnp.einsum("nhwc,cd->nhwd", x, w[0, 0], precision=_HIGHEST)
+        y = jnp.einsum("nhwc,cd->nhwd", x, w[0, 0], precision=_prec())
     else:
         pad = (k - 1) // 2
         y = jax.lax.conv_general_dilated(x, w, (1, 1), ((pad, pad), (pad, pad)),
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_HIGHEST)
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_prec())
     return y if bias is None else y + bias
 
 
@@ -367,7 +368,7 @@ class Linear(nn.Module):
     @nn.compact
     def __call__(self, x):
         w = self.param("weight", _init, (x.shape[-1], self.features)).astype(x.dtype)
-        y = jnp.dot(x, w, precision=_HIGHEST)
+        y = jnp.dot(x, w, precision=_prec())
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
         return y
@@ -408,8 +409,8 @@ class SelfAttention(nn.Module):
         theta = Conv(c // 8, 1, False, name="snconv1x1_theta")(x).reshape(n, h * w, c // 8)
         phi = maxpool2x(Conv(c // 8, 1, False, name="snconv1x1_phi")(x)).reshape(n, h * w // 4, c // 8)
         g = maxpool2x(Conv(c // 2, 1, False, name="snconv1x1_g")(x)).reshape(n, h * w // 4, c // 2)
-        attn = jax.nn.softmax(jnp.einsum("nqc,nkc->nqk", theta, phi, precision=_HIGHEST), axis=-1)
-        attn_g = jnp.einsum("nqk,nkc->nqc", attn, g, precision=_HIGHEST).reshape(n, h, w, c // 2)
+        attn = jax.nn.softmax(jnp.einsum("nqc,nkc->nqk", theta, phi, precision=_prec()), axis=-1)
+        attn_g = jnp.einsum("nqk,nkc->nqc", attn, g, precision=_prec()).reshape(n, h, w, c // 2)
         out = Conv(c, 1, False, name="snconv1x1_o_conv")(attn_g)
         gamma = self.param("gamma", nn.initializers.zeros, (1,)).astype(x.dtype)
         return x + gamma * out
@@ -561,7 +562,7 @@ class BigGANGenerator(Generator):
     def embed(self, class_vector) -> jax.Array:
         """Class embedding ``[N, num_classes] -> [N, z_dim]`` (the 'class' latent space)."""
         c = jnp.asarray(self._check_class(class_vector, None))
-        return jnp.dot(c, self.params["embeddings"]["weight"].astype(c.dtype), precision=_HIGHEST)
+        return jnp.dot(c, self.params["embeddings"]["weight"].astype(c.dtype), precision=_prec())
 
     def latent_fn(self, space: str = "z", *, class_vector=None, z=None, truncation: float = 1.0) -> Partial:
         """The pure function a Jacobian differentiates, for one sample.

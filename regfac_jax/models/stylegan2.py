@@ -31,10 +31,10 @@ import numpy as np
 from jax import lax
 
 from regfac_jax.models.base import StyleGANBase
+from regfac_jax.ops.precision import matmul_precision as _prec
 from regfac_jax.ops.bias_act import ACTIVATIONS, activation_gain, bias_act
 from regfac_jax.ops.upfirdn2d import filter_size, setup_filter, upfirdn2d, upsample2d
 
-_HIGHEST = lax.Precision.HIGHEST
 _DIMS = ("NHWC", "HWIO", "NHWC")
 MODULATIONS = ("weights", "activations")
 # Chosen from benchmarks/bench_stylegan2.py (jacfwd over w_dim tangents and batched generation on CPU).
@@ -196,7 +196,7 @@ def _lerp(start: jax.Array, end: jax.Array, t: jax.Array) -> jax.Array:
 
 def _conv(x: jax.Array, w: jax.Array, padding, lhs_dilation=(1, 1)) -> jax.Array:
     return lax.conv_general_dilated(x, w, (1, 1), padding, lhs_dilation=lhs_dilation, dimension_numbers=_DIMS,
-                                    precision=_HIGHEST)
+                                    precision=_prec())
 
 
 def conv2d_resample(x: jax.Array, w: jax.Array, f: jax.Array | None, up: int = 1, padding: int = 0) -> jax.Array:
@@ -295,7 +295,7 @@ class FullyConnectedLayer(nn.Module):
         b = bias.astype(x.dtype)
         if self.lr_multiplier != 1:
             b = b * self.lr_multiplier
-        x = jnp.matmul(x, w, precision=_HIGHEST)
+        x = jnp.matmul(x, w, precision=_prec())
         if self.activation == "linear":
             return x + b
         return bias_act(x, b, act=self.activation)

@@ -36,10 +36,10 @@ import numpy as np
 from jax import lax
 
 from regfac_jax.models.base import StyleGANBase
+from regfac_jax.ops.precision import matmul_precision as _prec
 from regfac_jax.ops.bias_act import bias_act
 from regfac_jax.ops.filtered_lrelu import filtered_lrelu
 
-_HIGHEST = lax.Precision.HIGHEST  # no TF32 on GPUs: parity with the float32 reference needs full precision
 BUFFER_NAMES = ("w_avg", "transform", "freqs", "phases", "magnitude_ema", "up_filter", "down_filter")
 
 # ---- configuration ----------------------------------------------------------------------------------------
@@ -235,13 +235,13 @@ def conv2d(x: jax.Array, weight: jax.Array, padding: int) -> jax.Array:
     """
     k = weight.shape[0]
     if k == 1 and padding == 0:
-        return jnp.matmul(x, weight[0, 0], precision=_HIGHEST)
+        return jnp.matmul(x, weight[0, 0], precision=_prec())
     if x.dtype != jnp.float64:
         return lax.conv_general_dilated(x, weight, (1, 1), [(padding, padding)] * 2,
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_HIGHEST)
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_prec())
     xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     h, w = xp.shape[1] - k + 1, xp.shape[2] - k + 1
-    terms = (jnp.matmul(xp[:, dy:dy + h, dx:dx + w], weight[dy, dx], precision=_HIGHEST)
+    terms = (jnp.matmul(xp[:, dy:dy + h, dx:dx + w], weight[dy, dx], precision=_prec())
              for dy in range(k) for dx in range(k))
     return functools.reduce(operator.add, terms)
 
@@ -282,7 +282,7 @@ def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, padding
     scale_in = styles if input_gain is None else styles * input_gain
     y = conv2d(x * scale_in[:, None, None, :], weight, padding)
     if demodulate:  # 1 / |w * s| per sample and output channel: sum over (kh, kw, in) of (w * s)^2
-        energy = jnp.matmul(jnp.square(styles), jnp.sum(jnp.square(weight), axis=(0, 1)), precision=_HIGHEST)
+        energy = jnp.matmul(jnp.square(styles), jnp.sum(jnp.square(weight), axis=(0, 1)), precision=_prec())
         y = y * lax.rsqrt(energy + 1e-8)[:, None, None, :]
     return y
 
@@ -353,8 +353,8 @@ class FullyConnected(nn.Module):
         if self.lr_multiplier != 1:
             b = b * self.lr_multiplier
         if self.activation == "linear":
-            return b[None] + jnp.matmul(x, w, precision=_HIGHEST)
-        return bias_act(jnp.matmul(x, w, precision=_HIGHEST), b, act=self.activation)
+            return b[None] + jnp.matmul(x, w, precision=_prec())
+        return bias_act(jnp.matmul(x, w, precision=_prec()), b, act=self.activation)
 
 
 class MappingNetwork(nn.Module):
@@ -407,18 +407,18 @@ class SynthesisInput(nn.Module):
                          jnp.stack([zero, zero, one], -1)], 1)
         m_t = jnp.stack([jnp.stack([one, zero, -t[:, 2]], -1), jnp.stack([zero, one, -t[:, 3]], -1),
                          jnp.stack([zero, zero, one], -1)], 1)
-        mats = jnp.matmul(jnp.matmul(m_r, m_t, precision=_HIGHEST), user[None], precision=_HIGHEST)  # [N, 3, 3]
+        mats = jnp.matmul(jnp.matmul(m_r, m_t, precision=_prec()), user[None], precision=_prec())  # [N, 3, 3]
 
-        phases = phases[None] + jnp.matmul(freqs[None], mats[:, :2, 2:], precision=_HIGHEST)[..., 0]  # [N, C]
-        freqs = jnp.matmul(freqs[None], mats[:, :2, :2], precision=_HIGHEST)  # [N, C, 2]
+        phases = phases[None] + jnp.matmul(freqs[None], mats[:, :2, 2:], precision=_prec())[..., 0]  # [N, C]
+        freqs = jnp.matmul(freqs[None], mats[:, :2, :2], precision=_prec())  # [N, C, 2]
         norm = jnp.sqrt(jnp.sum(jnp.square(freqs), axis=2))
         amplitudes = jnp.clip(1 - (norm - s.bandwidth) / (s.sampling_rate / 2 - s.bandwidth), 0, 1)
 
         grid = sampling_grid(s.size, s.sampling_rate, dt)  # [H, W, 2]
-        x = jnp.einsum("hwk,nck->nhwc", grid, freqs, precision=_HIGHEST) + phases[:, None, None, :]
+        x = jnp.einsum("hwk,nck->nhwc", grid, freqs, precision=_prec()) + phases[:, None, None, :]
         x = jnp.sin(x * (math.pi * 2)) * amplitudes[:, None, None, :]
         mix = weight.astype(dt) / math.sqrt(s.channels)
-        return jnp.matmul(x, mix, precision=_HIGHEST)
+        return jnp.matmul(x, mix, precision=_prec())
 
 
 class SynthesisLayer(nn.Module):

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
-HIGHEST = jax.lax.Precision.HIGHEST
+from regfac_jax.ops.precision import matmul_precision as _prec
 
 
 def init_toy(key, latent_dim: int = 16, resolution: int = 32, channels: int = 8, img_channels: int = 3) -> dict:
@@ -33,14 +33,14 @@ def toy_apply(params: dict, latent: jax.Array) -> jax.Array:
     """``latent [d]`` -> image ``[H, W, C]``; computes in the latent's dtype."""
     dt = latent.dtype
     ch = params["to_rgb"].shape[0]
-    x = jnp.dot(latent, params["dense"].astype(dt), precision=HIGHEST) + params["bias"].astype(dt)
+    x = jnp.dot(latent, params["dense"].astype(dt), precision=_prec()) + params["bias"].astype(dt)
     x = jax.nn.softplus(x).reshape(1, 4, 4, ch)
     for w in params["convs"]:
         x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        x = jax.lax.conv_general_dilated(x, w.astype(dt), (1, 1), "SAME", precision=HIGHEST,
+        x = jax.lax.conv_general_dilated(x, w.astype(dt), (1, 1), "SAME", precision=_prec(),
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
         x = jax.nn.softplus(x) - 0.5
-    return jnp.tanh(jnp.dot(x[0], params["to_rgb"].astype(dt), precision=HIGHEST))
+    return jnp.tanh(jnp.dot(x[0], params["to_rgb"].astype(dt), precision=_prec()))
 
 
 def toy_latent_fn(params: dict) -> Partial:

@@ -169,7 +169,7 @@ def _check(x, b, up, down, gain, slope, clamp) -> None:
 def filtered_lrelu(x: jax.Array, fu: jax.Array | None = None, fd: jax.Array | None = None,
                    b: jax.Array | None = None, up: int = 1, down: int = 1,
                    padding: int | Sequence[int] = 0, gain: float = math.sqrt(2), slope: float = 0.2,
-                   clamp: float | None = None, flip_filter: bool = False) -> jax.Array:
+                   clamp: float | None = None, flip_filter: bool = False, tile_rows: int | None = None) -> jax.Array:
     """Bias, upsample, leaky ReLU, clamp and downsample a batch of NHWC images (see the module docstring).
 
     Args:
@@ -184,6 +184,9 @@ def filtered_lrelu(x: jax.Array, fu: jax.Array | None = None, fd: jax.Array | No
       slope: leaky ReLU slope for negative values (1 makes the nonlinearity the identity).
       clamp: clamp after the activation to [-clamp, clamp]; None disables it.
       flip_filter: False = true convolution with the filters (official default), True = correlation.
+      tile_rows: output rows computed per strip (``lax.map`` over strips), so that only a strip of the upsampled
+        intermediate exists at a time; the arithmetic per output pixel is unchanged. None: strips of about
+        :data:`TILE_BYTES` of upsampled intermediate when the whole would be larger than that, else one pass.
     Returns:
       [N, out_h, out_w, C] with (out_h, out_w) = :func:`output_size` of (H, W).
     """
@@ -196,8 +199,56 @@ def filtered_lrelu(x: jax.Array, fu: jax.Array | None = None, fd: jax.Array | No
     if b is not None:
         x = bias_act(x, b)
     fu = _prepare(jnp.ones((1,), jnp.float32) if fu is None else fu, x.dtype, up ** 2, flip_filter)
-    x = _upsample(x, fu, int(up), pads)
-    x = bias_act(x, act="lrelu", alpha=slope, gain=gain, clamp=clamp)
-    x = _downsample(x, None if fd is None else _prepare(fd, x.dtype, 1.0, flip_filter), int(down))
+    fd = None if fd is None else _prepare(fd, x.dtype, 1.0, flip_filter)
+    act = functools.partial(bias_act, act="lrelu", alpha=slope, gain=gain, clamp=clamp)
+    rows = _tile_rows(x, fu, fd, int(up), int(down), pads, out_h, tile_rows)
+    if rows >= out_h:
+        x = _downsample(act(_upsample(x, fu, int(up), pads)), fd, int(down))
+    else:
+        x = _tiled(x, fu, fd, int(up), int(down), pads, out_h, rows, act)
     assert x.shape[1:3] == (out_h, out_w), (x.shape, out_h, out_w)  # internal consistency of the size algebra
     return x
+
+
+TILE_BYTES = 64 << 20  # upsampled intermediate per strip when filtered_lrelu tiles by itself
+
+
+def _tile_rows(x, fu, fd, up: int, down: int, pads, out_h: int, tile_rows: int | None) -> int:
+    """Output rows per strip: a multiple of up / gcd(up, down), so every strip starts on the same phase."""
+    unit = up // math.gcd(up, down)
+    if tile_rows is None:
+        row_bytes = x.shape[0] * (x.shape[2] * up + pads[0] + pads[1]) * x.shape[3] * x.dtype.itemsize
+        if row_bytes * (out_h * down + _taps(fu)[1] + _taps(fd)[1]) <= TILE_BYTES:
+            return out_h
+        tile_rows = max(1, TILE_BYTES // (row_bytes * down))
+    return max(unit, int(tile_rows) // unit * unit)
+
+
+def _tiled(x, fu, fd, up: int, down: int, pads, out_h: int, rows: int, act) -> jax.Array:
+    """The pipeline on strips of ``rows`` output rows, ``lax.map`` over strips (module docstring's steps 2-6).
+
+    In the zero-inserted, padded row domain Z (z = py0 + up * i for input row i), output row o reads Z rows
+    [o * down, o * down + kd + ku - 1). A strip starting at o0 (a multiple of ``rows``) therefore needs input rows
+    from ceil((o0 * down - py0) / up) on; since rows * down is a multiple of up, every strip sees the same local
+    padding and the same number of input rows, and runs the untiled code on them.
+    """
+    px0, px1, py0, py1 = pads
+    ku, kd = _taps(fu)[1], _taps(fd)[1]
+    span = (rows - 1) * down + kd + ku - 1  # Z rows one strip reads
+    first = -((py0 - 0) // up)  # ceil(-py0 / up): the first input row of strip 0
+    lead = py0 + up * first  # local padding before that row (0 <= lead < up)
+    count = (span - lead + up - 1) // up  # input rows a strip reads
+    trail = span - lead - count * up  # local padding after them (<= 0: crops inserted zeros)
+    n_strips = -(-out_h // rows)
+    step = rows * down // up  # input rows between strip starts
+    lo = max(0, -first)
+    hi = max(0, first + (n_strips - 1) * step + count - x.shape[1])
+    xp = jnp.pad(x, ((0, 0), (lo, hi), (0, 0), (0, 0)))
+
+    def strip(i):
+        xs = lax.dynamic_slice_in_dim(xp, first + lo + i * step, count, axis=1)
+        return _downsample(act(_upsample(xs, fu, up, (px0, px1, lead, trail))), fd, down)
+
+    y = lax.map(strip, jnp.arange(n_strips))  # [n_strips, N, rows, out_w, C]
+    y = jnp.moveaxis(y, 0, 1).reshape(x.shape[0], n_strips * rows, *y.shape[3:])
+    return y[:, :out_h]
