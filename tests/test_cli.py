@@ -205,7 +205,7 @@ def test_console_is_quiet_and_the_log_is_full(tmp_path, fixtures_dir):
                 if ln.strip() and not ln.startswith("samples:")], proc.stderr  # progress bars only
     assert f"directions in {work}/directions/" in proc.stdout and "eyes: 5 directions" in proc.stdout
     log = (work / "log.txt").read_text()
-    assert "orbax-checkpoint version" in log and "sample 2/2 done" in log
+    assert "orbax-checkpoint version" in log and "2/2 samples done" in log
 
 
 _FAKE_LAUNCHER = """
@@ -244,19 +244,23 @@ def test_resume_is_announced_and_logged(tiny_cfg, tmp_path, monkeypatch, caplog)
     import logging
 
     from experiments import pipeline
-    from regfac_jax import jacobian, logs
+    from regfac_jax import distributed, logs
 
-    def quick_grams(fn, point, masks, **kwargs):  # the Grams' values do not matter here, only the bookkeeping
-        d = point.shape[0]
-        return np.eye(d, dtype=np.float32)[None].repeat(len(masks), 0), 2 * np.eye(d, dtype=np.float32)[None].repeat(
-            len(masks), 0)
+    real, calls = distributed.GramPlan.block, {"n": 0}
 
-    monkeypatch.setattr(jacobian, "region_grams", quick_grams)
+    def dying(self, *args, **kwargs):  # the second block (sample 1) is interrupted, after sample 0's checkpoint
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(distributed.GramPlan, "block", dying)
     tiny_cfg.aggregation = "mean"
+    tiny_cfg.block_size, tiny_cfg.save_interval_secs = 1, 0.0  # one sample per block, a checkpoint after each
     with caplog.at_level(logging.INFO, logger=logs.CONSOLE_LOGGER):
-        pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
         assert not [r for r in caplog.records if r.name == logs.CONSOLE_LOGGER]
-        (tmp_path / "run" / "samples" / "grams_00001.npz").unlink()
         pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
     said = [r.getMessage() for r in caplog.records if r.name == logs.CONSOLE_LOGGER]
     assert said == ["resuming: 1 of 2 samples done"]
