@@ -208,9 +208,9 @@ def _merge(shared, own, varying):
 
 
 @functools.partial(jax.jit, static_argnames=("mesh", "treedef", "varying", "tangent_chunk", "preprocess",
-                                             "strategy", "per_sample"))
+                                             "strategy", "block", "per_sample"))
 def _block_kernel(shared, stacked, weights, latents, valid, *, mesh, treedef, varying, tangent_chunk, preprocess,
-                  strategy, per_sample):
+                  strategy, block, per_sample):
     """Sum of ``weighted_grams`` over the valid rows of ``latents`` (sharded over ``mesh``), plus per-row finite
     flags and, with ``per_sample``, the per-row Grams (still sharded)."""
     axes = mesh.axis_names
@@ -219,7 +219,7 @@ def _block_kernel(shared, stacked, weights, latents, valid, *, mesh, treedef, va
         def body(total, xs):
             z, v, own = xs
             fn = jax.tree_util.tree_unflatten(treedef, _merge(shared, own, varying))
-            g = jacobian.weighted_grams(fn, z, weights, tangent_chunk, preprocess, strategy)
+            g = jacobian.weighted_grams(fn, z, weights, tangent_chunk, preprocess, strategy, block)
             ok = jnp.logical_or(jnp.all(jnp.isfinite(g)), jnp.logical_not(v))
             g = jnp.where(v, g, jnp.zeros_like(g))  # padding rows contribute exact zeros
             return total + g, (ok, g) if per_sample else (ok,)
@@ -265,6 +265,7 @@ class GramPlan:
     preprocess: Any
     strategy: str
     pad: bool
+    tangent_block: int | None = None  # tangent block of the 'blocked' strategy
 
     @property
     def num_samples(self) -> int:
@@ -300,7 +301,7 @@ class GramPlan:
                              _shard_rows(self.latents[rows], self.mesh), _shard_rows(valid, self.mesh),
                              mesh=self.mesh, treedef=self.treedef, varying=self.varying,
                              tangent_chunk=self.tangent_chunk, preprocess=self.preprocess, strategy=self.strategy,
-                             per_sample=per_sample)
+                             block=self.tangent_block, per_sample=per_sample)
         ok = _to_host(outs[1])[:n]
         if not ok.all():
             bad = idx[~ok].tolist()
@@ -348,7 +349,7 @@ def split_functions(fn, n: int):
 
 
 def plan_grams(fn, latents, masks, *, mesh: Mesh | None = None, tangent_chunk: int = 64,
-               preprocess: jacobian.Preprocess = None, strategy: str = "auto", memory_budget: int = 2 << 30,
+               preprocess: jacobian.Preprocess = None, strategy: str = "auto", memory_budget: int | None = None,
                pad: bool = True) -> GramPlan:
     """Validates the inputs once and places the generator and region weights on every device.
 
@@ -369,16 +370,37 @@ def plan_grams(fn, latents, masks, *, mesh: Mesh | None = None, tangent_chunk: i
     probe = jax.tree_util.tree_unflatten(treedef, _merge(shared, [s[0] for s in stacked], varying))
     h, w, c = jacobian.output_shape(probe, lat[0], preprocess)
     m = regions.validate_masks(masks, (h, w))
-    if strategy == "auto":
-        strategy = jacobian.choose_strategy(lat.shape[1], h * w * c, dtype.itemsize, memory_budget)
-    if strategy not in ("materialize", "transpose"):
-        raise ValueError(f"strategy must be 'auto', 'materialize' or 'transpose'; got {strategy!r}.")
     if int(tangent_chunk) < 1:
         raise ValueError(f"tangent_chunk must be >= 1; got {tangent_chunk}.")
-    weights = _replicate(np.asarray(jacobian.mask_weights(m, c), dtype), mesh)
+    host_weights = np.asarray(jacobian.mask_weights(m, c), dtype)
+    block = None
+    if strategy == "auto":
+        strategy, tangent_chunk, block = _auto_strategy(probe, lat[0], host_weights, preprocess, memory_budget,
+                                                        int(tangent_chunk))
+    if strategy not in ("materialize", "transpose", "blocked"):
+        raise ValueError(f"strategy must be 'auto', 'materialize', 'transpose' or 'blocked'; got {strategy!r}.")
+    weights = _replicate(host_weights, mesh)
     return GramPlan(mesh=mesh, latents=lat, weights=weights, shared=tuple(_replicate(x, mesh) for x in shared),
                     stacked=tuple(stacked), treedef=treedef, varying=varying, num_regions=m.shape[0],
-                    tangent_chunk=int(tangent_chunk), preprocess=preprocess, strategy=strategy, pad=bool(pad))
+                    tangent_chunk=int(tangent_chunk), preprocess=preprocess, strategy=strategy, pad=bool(pad),
+                    tangent_block=block)
+
+
+# Below this share of the memory budget the Jacobian is materialised without asking XLA: planning compiles the
+# per-sample kernel once more, which costs more than it saves on small images (the fixtures, the demo model).
+_SMALL_SHARE = 1 / 64
+
+
+def _auto_strategy(fn, latent, weights, preprocess, memory_budget, max_chunk) -> tuple[str, int, int | None]:
+    """``(strategy, tangent_chunk, block)`` for one sample's kernel: :func:`jacobian.plan_grams` (XLA's memory
+    analysis against the device limit) unless the Jacobian is tiny next to the budget."""
+    d, rows = latent.shape[0], weights.shape[1]
+    limit = jacobian.memory_limit(memory_budget)
+    if 2 * d * rows * weights.dtype.itemsize <= _SMALL_SHARE * limit:
+        return "materialize", max_chunk, None
+    plan = jacobian.plan_grams(fn, latent, weights, preprocess=preprocess, memory_budget=memory_budget,
+                               max_chunk=max_chunk)
+    return plan.strategy, plan.tangent_chunk, plan.block
 
 
 def split_grams(grams: np.ndarray, num_regions: int) -> tuple[jax.Array, jax.Array]:
@@ -389,7 +411,7 @@ def split_grams(grams: np.ndarray, num_regions: int) -> tuple[jax.Array, jax.Arr
 
 def sharded_region_grams(fn: Callable | Sequence[Callable], latents, masks, *, mesh: Mesh | None = None,
                          tangent_chunk: int = 64, preprocess: jacobian.Preprocess = None, strategy: str = "auto",
-                         memory_budget: int = 2 << 30, per_sample: bool = False, pad: bool = True):
+                         memory_budget: int | None = None, per_sample: bool = False, pad: bool = True):
     """:func:`regfac_jax.jacobian.region_grams` with the samples split over a device mesh.
 
     Args:

@@ -362,7 +362,7 @@ def describe_inputs(fn, latents, masks, *, per_sample: bool = False, preprocess=
 def run_resumable(fn, latents, masks, workdir, *, config: Mapping[str, Any] | None = None,
                   description: Mapping[str, Any] | None = None, mesh=None, block_size: int | None = None,
                   per_sample: bool = False, tangent_chunk: int = 64, preprocess: jacobian.Preprocess = None,
-                  strategy: str = "auto", memory_budget: int = 2 << 30, save_interval_secs: float = 300.0,
+                  strategy: str = "auto", memory_budget: int | None = None, save_interval_secs: float = 300.0,
                   max_to_keep: int = 2, callback: Callable[[Progress], None] | None = None):
     """Region Grams of many samples over a device mesh, checkpointed to ``workdir`` and resumed from it.
 

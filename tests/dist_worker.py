@@ -141,9 +141,10 @@ def launch(argv) -> None:
             return real(self, indices, per_sample)
 
         distributed.GramPlan.block = block
-    from absl import app
-    from experiments import find_directions
-    app.run(find_directions.main, argv=["find_directions", *argv[argv.index("--") + 1:]])
+    from absl import flags
+    from experiments import cli, find_directions
+    flags.mark_flags_as_required(["config"])  # as the launcher's __main__ does; then the launcher's own runner
+    cli.run(find_directions.main, argv=["find_directions", *argv[argv.index("--") + 1:]])
 
 
 def main(argv=None) -> None:

@@ -408,3 +408,23 @@ def test_pod_process_killed_then_same_command_resumes(tmp_path, pod_reference):
     assert rcs == [0, 0], "\n".join(log[-3000:] for log in logs)
     assert f"resuming: {done[-1]} of" in logs[0]
     _assert_pod_result(work, pod_reference)
+
+
+def test_auto_uses_the_xla_memory_planner_beyond_small_images():
+    """The launcher's path (distributed.plan_grams) chooses like region_grams: by XLA's analysis of the kernel."""
+    from regfac_jax.models import toy
+
+    fn = toy.toy_latent_fn(toy.init_toy(jax.random.key(0), latent_dim=8, resolution=256, channels=4))
+    lat = np.asarray(jax.random.normal(jax.random.key(1), (2, 8)), np.float32)
+    masks = np.zeros((256, 256), np.float32)
+    masks[64:128, 64:192] = 1.0
+    budget = 64 << 20  # 64 MiB: the 256x256x3 Jacobian (2 x 8 x 196608 x 4 bytes = 12.6 MB) is not "small" here
+    plan = distributed.plan_grams(fn, lat, masks, memory_budget=budget)
+    want = jacobian.plan_grams(fn, jnp.asarray(lat[0]), jacobian.mask_weights(masks[None], 3), memory_budget=budget)
+    assert (plan.strategy, plan.tangent_chunk, plan.tangent_block) == (want.strategy, want.tangent_chunk, want.block)
+    assert want.peak_bytes <= budget
+    total = plan.block(np.arange(2)).total
+    a, b = jacobian.region_grams(fn, lat, masks, strategy="materialize")
+    # float32 Grams of ~5e4 rows summed in another order: ~1e-6 relative; 1e-4 is far below any wrong row weight.
+    _close(np.asarray(total)[:1] / 2, a, 1e-4)
+    _close(np.asarray(total)[1:] / 2, b, 1e-4)

@@ -91,7 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.official_full_rank = False
     c.overwrite = False
     c.jacobian = ml_collections.ConfigDict(dict(tangent_chunk=64, preprocess="none", strategy="auto",
-                                                memory_budget_gib=2.0))
+                                                memory_budget_gib=8.0))
     c.solver = ml_collections.ConfigDict(dict(k=20, regularization="auto", tau=config_dict.placeholder(float),
                                               method="whiten"))
     c.manipulate = ml_collections.ConfigDict(dict(indices="0", layers="4-7", step_start=-10.0, step_stop=10.0,
