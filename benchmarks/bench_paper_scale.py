@@ -20,7 +20,6 @@ Every timing is a median over the timed runs after one untimed warm-up (ours: co
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

@@ -200,8 +200,10 @@ def test_bad_input(tiny_cfg, tmp_path):
         pipeline.manipulate(tiny_cfg, tmp_path / "d.npy", tmp_path / "c", progress=False)
 
 
-FIGURE_CONFIGS = ["demo_faces", "ffhq_stylegan2", "lsun_car_stylegan2", "lsun_church_stylegan2", "afhq_stylegan3r",
-                  "ffhqu_stylegan3", "biggan_deep256"]
+# afhq_stylegan3r's smoke run differs from ffhqu_stylegan3's (the same StyleGAN3 pipeline) only by its fixture (R,
+# the slowest to compile) and its preset, which test_regions_edit checks; so it runs with -m slow.
+FIGURE_CONFIGS = ["demo_faces", "ffhq_stylegan2", "lsun_car_stylegan2", "lsun_church_stylegan2",
+                  pytest.param("afhq_stylegan3r", marks=pytest.mark.slow), "ffhqu_stylegan3", "biggan_deep256"]
 
 
 @pytest.mark.parametrize("name", FIGURE_CONFIGS)

@@ -146,6 +146,7 @@ def _image_and_jacobian(gen, w) -> tuple[np.ndarray, np.ndarray]:
 
 # (Every port's float64, float32 and w+ Jacobians are checked in tests/test_ports.py.)
 
+@pytest.mark.parametrize("model", ["stylegan3_t"], indirect=True)  # the measure's power: one model shows it
 def test_kink_residual_catches_a_wrong_op(model, monkeypatch):
     """The float32 measure can fail: a slightly wrong filtered leaky ReLU gain is caught, a kink flip is not."""
     ref = _jacobian_reference(model.folder)
