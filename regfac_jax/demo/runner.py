@@ -418,7 +418,7 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig(), gen=
     gen = load_demo_generator() if gen is None else gen
     description = {"config": dataclasses.asdict(config), io_utils.WEIGHTS_KEY: io_utils.tree_digest(gen.params),
                    "generator_config": gen.config}
-    claim = io_utils.claim_workdir(workdir, description, overwrite=overwrite, overwrite_flag="--overwrite")
+    claim = io_utils.claim_workdir(workdir, description, overwrite=overwrite)  # the launcher: --config.overwrite
     fn = gen.latent_fn("w")
     w_disc = _sample_w(gen, config.seed, config.num_discovery, config.truncation_psi)
     w_eval = _sample_w(gen, config.seed + 1, config.num_eval, config.truncation_psi)
