@@ -307,11 +307,15 @@ def _cost(strategy: str, k: int, n_blocks: int, num_weights: int) -> float:
     return per_chunk * (1 + num_weights)
 
 
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def _candidates(d: int, num_weights: int, max_chunk: int) -> list[tuple[float, str, int, int | None]]:
     """(cost, strategy, chunk, block) of every configuration auto considers, cheapest first."""
     out = []
     for k in sorted({min(c, d, max(1, max_chunk)) for c in _CHUNKS}, reverse=True):
-        blocks = {-(-(-(-d // nb)) // k) * k for nb in _BLOCK_COUNTS}  # block sizes: whole chunks
+        blocks = {_ceil_div(_ceil_div(d, nb), k) * k for nb in _BLOCK_COUNTS}  # nb blocks, whole chunks each
         for b in sorted(blocks, reverse=True):
             if b >= k:
                 out.append((_cost("blocked", k, -(-d // b), num_weights), "blocked", k, min(b, d)))
