@@ -414,7 +414,7 @@ def solver_settings(cfg) -> tuple[str, dict]:
     method = ("official_full_rank" if full_rank else "official") if cfg.official else cfg.solver.method
     if method == "official" and tau is not None:
         raise ValueError("The paper's default run has no ridge, so --config.solver.tau has no effect on it; unset it "
-                         "(-1), or add --config.official_full_rank True for the paper's --full_rank --tao.")
+                         "(None), or add --config.official_full_rank True for the paper's --full_rank --tao.")
     if method == "whiten":
         return method, {"regularization": cfg.solver.regularization, "tau": tau}
     return method, ({"tau": tau} if tau is not None else {})
