@@ -19,9 +19,9 @@ Losses per image: ``mse_weight`` times the pixel MSE (images in [-1, 1]) plus, w
 images area-downsampled to at most 256 pixels, as the projector does. Nothing is downloaded.
 
 The whole optimisation is one jit-compiled function (``lax.scan`` over steps, the generator vmapped over images);
-the host only calls it in chunks of ``chunk`` steps so that ``progress`` can report. Each image's result depends on its own
-pixels, ``seed`` and its index in the batch only. The settings named above are the fields of one
-:class:`InversionConfig`.
+the host only calls it in chunks of ``chunk`` steps so that ``progress`` can report. Each image's result
+depends on its own pixels, ``seed`` and its index in the batch only. The settings named above are the fields of
+one :class:`InversionConfig`.
 
 Loading image files with validation (sizes, modes, bit depths, channel counts, NaN) is :func:`load_images`.
 """
@@ -522,26 +522,36 @@ def expand_image_paths(spec: str | os.PathLike | Sequence[str | os.PathLike]) ->
     return matches
 
 
-def _read_array(path: pathlib.Path, notes: list[str]) -> np.ndarray:
-    """One file -> float ``[H, W, C]`` in [0, 1] (C = 1, 3 or 4); notes collect what was converted."""
-    if path.suffix.lower() == ".npy":
-        a = np.load(path, allow_pickle=False)
-        if a.ndim == 2:
-            a = a[..., None]
-        if a.ndim != 3 or not np.issubdtype(a.dtype, np.floating):
-            raise ValueError(f"a .npy image must be float [H, W] or [H, W, C] in [-1, 1]; got {a.dtype} {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError(f"contains {int((~np.isfinite(a)).sum())} NaN/infinite values")
-        if a.min() < -1.001 or a.max() > 1.001:
-            raise ValueError(f"values {a.min():.3g}..{a.max():.3g} lie outside [-1, 1]")
-        return (np.clip(a.astype(np.float32), -1, 1) + 1) / 2
+def _read_npy(path: pathlib.Path) -> np.ndarray:
+    """A ``.npy`` float image ``[H, W]`` or ``[H, W, C]`` in [-1, 1] -> ``[H, W, C]`` in [0, 1]."""
+    a = np.load(path, allow_pickle=False)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"a .npy image must be float [H, W] or [H, W, C] in [-1, 1]; got {a.dtype} {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"contains {int((~np.isfinite(a)).sum())} NaN/infinite values")
+    if a.min() < -1.001 or a.max() > 1.001:
+        raise ValueError(f"values {a.min():.3g}..{a.max():.3g} lie outside [-1, 1]")
+    return (np.clip(a.astype(np.float32), -1, 1) + 1) / 2
+
+
+def _open_image(path: pathlib.Path):
+    """The decoded PIL image of ``path`` and its mode; a ValueError when it is not a readable image."""
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as img:
             img.load()
-            mode, img = img.mode, img.copy()
+            return img.mode, img.copy()
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"not a readable image ({type(err).__name__}: {err})") from None
+
+
+def _read_array(path: pathlib.Path, notes: list[str]) -> np.ndarray:
+    """One file -> float ``[H, W, C]`` in [0, 1] (C = 1, 3 or 4); notes collect what was converted."""
+    if path.suffix.lower() == ".npy":
+        return _read_npy(path)
+    mode, img = _open_image(path)
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         a = np.asarray(img, np.float64)
         peak = 65535.0 if mode.startswith("I;16") or a.max() <= 65535 else float(a.max())
@@ -747,7 +757,7 @@ def edit_locality(gen, ws, direction, mask, noise: dict | None = None, layers: S
     return {k: np.concatenate([np.atleast_1d(p[k]) for p in parts]) for k in parts[0]}
 
 
-__all__ = ["InversionConfig", "InversionResult", "SPACES", "area_downsample", "check_images", "edit_locality", "expand_image_paths",
-           "image_fn",
+__all__ = ["InversionConfig", "InversionResult", "SPACES", "area_downsample", "check_images", "edit_locality",
+           "expand_image_paths", "image_fn",
            "invert", "load_images", "load_latents", "lr_ramp", "noise_names", "noise_regularizer", "normalize_noise",
            "psnr", "save_latents", "ssim", "synthesize", "w_noise_scale", "w_statistics"]
