@@ -57,12 +57,12 @@ def _grid(inputs: np.ndarray, recons: np.ndarray) -> np.ndarray:
     return tile_grid(tiles.repeat(scale, axis=2).repeat(scale, axis=3))
 
 
-# Keys of the config's ``inversion`` block that are inputs of this launcher, not settings of the optimisation.
+# Keys of the config's ``inversion`` block that are this launcher's inputs, not optimisation settings.
 _LAUNCHER_KEYS = ("space", "vgg16", "lpips_linear", "seed", "batch_size")
 
 
 def inversion_config(inv):
-    """The :class:`regfac_jax.inversion.InversionConfig` of a config's ``inversion`` block (built once)."""
+    """The :class:`regfac_jax.inversion.InversionConfig` of a config's ``inversion`` block."""
     from regfac_jax import inversion
     return inversion.InversionConfig.from_mapping({k: v for k, v in inv.items() if k not in _LAUNCHER_KEYS})
 

@@ -19,9 +19,9 @@ Losses per image: ``mse_weight`` times the pixel MSE (images in [-1, 1]) plus, w
 images area-downsampled to at most 256 pixels, as the projector does. Nothing is downloaded.
 
 The whole optimisation is one jit-compiled function (``lax.scan`` over steps, the generator vmapped over images);
-the host only calls it in chunks of ``chunk`` steps so that ``progress`` can report. Each image's result
-depends on its own pixels, ``seed`` and its index in the batch only. The settings named above are the fields of
-one :class:`InversionConfig`.
+the host only calls it in chunks of ``chunk`` steps so that ``progress`` can report. Each image's
+result depends on its own pixels, ``seed`` and its index in the batch only. The settings named
+above are the fields of one :class:`InversionConfig`.
 
 Loading image files with validation (sizes, modes, bit depths, channel counts, NaN) is :func:`load_images`.
 """
@@ -191,13 +191,13 @@ def w_statistics(gen, num_samples: int = 10000, seed: int = 123,
 # ----------------------------------------------------------------------------------------------------------
 # The settings
 # ----------------------------------------------------------------------------------------------------------
-# Settings that must be > 0 (a zero step count or ramp length divides by zero); every other number must be >= 0.
+# Settings that must be > 0 (a zero step count or ramp length divides by zero); the others >= 0.
 _POSITIVE = ("num_steps", "chunk", "w_avg_samples", "learning_rate", "lr_rampdown", "lr_rampup", "noise_ramp")
 _KINDS = {"int": int, "float": float, "bool": bool}
 
 
 def _checked(name: str, value: Any, kind: type) -> Any:
-    """One :class:`InversionConfig` field, converted to ``kind`` once its type and range are checked.
+    """One :class:`InversionConfig` field, converted to ``kind`` once type and range are checked.
 
     Raises:
       ValueError: naming the field, the value given and what it must be.
@@ -219,24 +219,26 @@ def _checked(name: str, value: Any, kind: type) -> Any:
 class InversionConfig:
     """Settings of :func:`invert`, built once (defaults: NVlabs' projector) and passed down.
 
-    Only ``chunk`` (capped at ``num_steps``), the ramp lengths and ``initial_noise_factor`` are compiled into the
-    optimisation; the step count, learning rate and loss weights enter it as traced values, so changing them
-    reuses the compiled program.
+    Only ``chunk`` (capped at ``num_steps``), the ramp lengths and ``initial_noise_factor`` are
+    compiled into the optimisation; the step count, learning rate and loss weights enter it as
+    traced values, so changing them reuses the compiled program.
 
     Attributes:
       num_steps: optimisation steps (the projector's default is 1000).
       learning_rate: peak Adam step.
-      lr_rampdown, lr_rampup: lengths of the learning rate's half-cosine cool-down and linear warm-up, as
-        fractions of num_steps (> 0).
+      lr_rampdown, lr_rampup: lengths of the learning rate's half-cosine cool-down and linear
+        warm-up, as fractions of num_steps (> 0).
       w_avg_samples: mapped samples for the mean w and its spread.
       initial_noise_factor, noise_ramp: exploration noise on w (fraction of the w spread; ramp length as a
         fraction of num_steps, > 0).
       noise_regularization: weight of the noise-map regulariser.
       optimize_noise: optimise per-image noise maps where the model has noise inputs.
       mse_weight, lpips_weight: loss weights.
-      w_prior: weight of the mean squared distance of w from the mean w, per coordinate in units of its spread
-        over mapped samples (keeps latents where the generator's samples live: a fidelity/editability trade).
-      layer_spread: (W+) weight of the same measure of each layer's w from the image's mean over layers.
+      w_prior: weight of the mean squared distance of w from the mean w, per coordinate in units
+        of its spread over mapped samples (keeps latents where the generator's samples live: a
+        fidelity/editability trade).
+      layer_spread: (W+) weight of the same measure of each layer's w from the image's mean over
+        layers.
       chunk: steps per compiled call between progress reports.
 
     Raises:
@@ -282,8 +284,11 @@ class InversionConfig:
 # ----------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class _Settings:
-    """The compiled-in part of an :class:`InversionConfig` (with the shapes, the jit cache key); the loss weights,
-    learning rate and step count are traced (``_Problem.hp``), so changing them does not recompile."""
+    """The compiled-in part of an :class:`InversionConfig` (with the shapes, the jit cache key).
+
+    The loss weights, learning rate and step count are traced (``_Problem.hp``): changing them does
+    not recompile.
+    """
 
     chunk: int
     lr_rampdown: float
@@ -295,6 +300,7 @@ class _Settings:
 
     @classmethod
     def of(cls, config: InversionConfig, use_lpips: bool, lpips_size: int = 256) -> _Settings:
+        """The compiled-in settings of ``config``; LPIPS (when used) on images of at most lpips_size."""
         return cls(min(config.chunk, config.num_steps), config.lr_rampdown, config.lr_rampup,
                    config.initial_noise_factor, config.noise_ramp, lpips_size, use_lpips)
 
@@ -322,7 +328,7 @@ class _Problem:
 
 
 def _traced_settings(config: InversionConfig, w_avg, w_std: float, w_sd) -> dict:
-    """``_Problem.hp``: the config's traced numbers as float32 / int32 arrays, plus the w statistics."""
+    """``_Problem.hp``: the config's traced numbers as float32 / int32 arrays, and w statistics."""
     names = ("learning_rate", "mse_weight", "lpips_weight", "noise_regularization", "w_prior", "layer_spread")
     hp = {k: jnp.float32(getattr(config, k)) for k in names}
     hp.update(w_std=jnp.float32(w_std), w_avg=jnp.asarray(w_avg), w_sd=jnp.asarray(np.maximum(w_sd, 1e-8)),
@@ -346,7 +352,10 @@ def _latent_penalties(w: jax.Array, hp: dict) -> tuple[jax.Array, jax.Array]:
 
 
 def _per_image_loss(gen, s: _Settings, prob: _Problem, opt, target, key, t):
-    """Loss and (mse, lpips) of one image: opt = {'w': [L, w_dim], 'noise': {name: [R, R]}}, target [H, W, C]."""
+    """Loss and (mse, lpips) of one image.
+
+    opt = {'w': [L, w_dim] (L = 1 or num_ws), 'noise': {name: [R, R]}}; target [H, W, C]; t progress.
+    """
     hp = prob.hp
     scale = w_noise_scale(t, hp["w_std"], s.initial_noise_factor, s.noise_ramp)
     w = opt["w"] + jax.random.normal(key, opt["w"].shape) * scale
@@ -393,7 +402,7 @@ def _chunk_steps(gen, s: _Settings, prob: _Problem, state, start):
     return opt, opt_state, loss
 
 
-# One compiled program per (generator, settings, shapes); the traced settings in ``prob`` do not recompile.
+# One compiled program per (generator, settings, shapes); ``prob``'s traced settings do not recompile.
 _run_chunk = jax.jit(_chunk_steps, static_argnums=(0, 1))
 
 
@@ -460,7 +469,11 @@ def _problem(gen, images, config: InversionConfig, space: str, lpips: dict | Non
 
 
 def _optimise(gen, s: _Settings, prob: _Problem, opt, num_steps: int, progress):
-    """Runs ``num_steps`` steps in compiled chunks of ``s.chunk``, reporting after each; the final variables."""
+    """Runs ``num_steps`` steps in compiled chunks of ``s.chunk``, reporting after each.
+
+    Returns:
+      The optimised variables after the last step.
+    """
     state = (opt, _optimizer(s, prob.hp).init(opt))
     done = 0
     while done < num_steps:
@@ -537,7 +550,7 @@ def _read_npy(path: pathlib.Path) -> np.ndarray:
 
 
 def _open_image(path: pathlib.Path):
-    """The decoded PIL image of ``path`` and its mode; a ValueError when it is not a readable image."""
+    """The mode and decoded PIL image of ``path``; a ValueError when it is not a readable image."""
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as img:

@@ -130,7 +130,11 @@ def labelled_grid(images, row_labels: Sequence[str], col_labels: Sequence[str], 
 
 
 def _grid_axes(grid: np.ndarray, left: int, top: int, bottom: int, right: int = 10):
-    """A figure with ``grid`` ``[H, W(, 3)]`` shown pixel for pixel inside margins (pixels); (figure, axes)."""
+    """A figure showing ``grid`` ``[H, W(, 3)]`` pixel for pixel inside margins (in pixels).
+
+    Returns:
+      ``(figure, axes)``.
+    """
     fig = _canvas(left + grid.shape[1] + right, top + grid.shape[0] + bottom)
     fw, fh = fig.get_size_inches() * DPI
     ax = fig.add_axes((left / fw, bottom / fh, grid.shape[1] / fw, grid.shape[0] / fh))

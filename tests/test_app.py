@@ -249,8 +249,9 @@ def test_server_reports_bad_input_and_stays_up(client, tmp_path):
 
 
 def _fake_inversion(model, calls) -> types.ModuleType:
-    """A stand-in for regfac_jax.inversion with its contract: invert(gen, images, config, *, space, seed,
-    progress) -> result with .ws [N, num_ws, w_dim], config an InversionConfig; it records what it was given."""
+    """A stand-in for regfac_jax.inversion with its contract: invert(gen, images, config, *, space,
+    seed, progress) -> result with .ws [N, num_ws, w_dim], config an InversionConfig; it records
+    what it was given."""
     from regfac_jax.inversion import InversionConfig
 
     def invert(gen, images, config, *, space="w", seed=0, progress=None):

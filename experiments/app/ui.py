@@ -114,7 +114,11 @@ def build(app: EditorApp) -> gr.Blocks:
 
 
 def _controls(app: EditorApp) -> dict:
-    """The left column, top to bottom: model, subject (seed or upload), region and method; widgets by name."""
+    """The left column, top to bottom: model, subject (seed or upload), region, method.
+
+    Returns:
+      The widgets by name.
+    """
     model = app.models.get(app.default_spec)
     widgets = _model_controls(app, model)
     widgets.update(_subject_controls())
@@ -200,7 +204,7 @@ def _region_targets(p: dict) -> list:
 
 
 def _wire(app: EditorApp, page: gr.Blocks, p: dict) -> None:
-    """Connects every interaction's handlers to the page (in this order: gradio numbers the events so)."""
+    """Connects every interaction's handlers to the page, in this order (gradio numbers the events so)."""
     _wire_subject(app, page, p)
     _wire_upload(app, p)
     _wire_click(app, p)
@@ -240,7 +244,7 @@ def _wire_subject(app: EditorApp, page: gr.Blocks, p: dict) -> None:
 
 def _wire_upload(app: EditorApp, p: dict) -> None:
     """Inverting an uploaded photo and making it the subject."""
-    # gradio finds its progress tracker by the type of this default (its documented idiom), so it stays a call.
+    # gradio finds its progress tracker by the type of this default (its documented idiom): a call.
     @guarded(p["status"])
     def on_upload(state, path, steps, progress=gr.Progress()):  # noqa: B008
         if not path:
@@ -290,7 +294,7 @@ def _wire_region(app: EditorApp, p: dict) -> None:
 
 
 def _compute_outputs(p: dict, session: core.Session, method: str, num) -> dict:
-    """The page after computing directions: the view, the spectrum and one labelled slider per direction."""
+    """The page after computing: the view, the spectrum and one labelled slider per direction."""
     r = core.slider_range(session.model)
     labels = core.slider_labels(session)
     out = {p["state"]: session, p["view"]: core.render_view(session), p["spectrum"]: _spectrum(session),
@@ -304,7 +308,7 @@ def _compute_outputs(p: dict, session: core.Session, method: str, num) -> dict:
 
 def _wire_compute(app: EditorApp, p: dict) -> None:
     """Computing the directions of the marked region."""
-    # gradio finds its progress tracker by the type of this default (its documented idiom), so it stays a call.
+    # gradio finds its progress tracker by the type of this default (its documented idiom): a call.
     @guarded(p["status"])
     def on_compute(state, method, num, k, progress=gr.Progress()):  # noqa: B008
         session = core.compute(app.session(state), method, num, k, lambda f, d: progress(f, desc=d))

@@ -339,7 +339,7 @@ class _RegionEdits:
 
 
 def _render_edits(gen, fn, w: np.ndarray, direction: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-    """Images ``[n, m, H, W, C]`` of the samples ``w [n, w_dim]`` moved by ``alphas [m]`` times ``direction``."""
+    """Images ``[n, m, H, W, C]`` of samples ``w [n, w_dim]`` moved by ``alphas [m]`` x ``direction``."""
     from regfac_jax import metrics
 
     lat = w[:, None] + alphas[None, :, None] * direction[None, None]
@@ -348,7 +348,7 @@ def _render_edits(gen, fn, w: np.ndarray, direction: np.ndarray, alphas: np.ndar
 
 
 def _compare_grid(gen, fn, edits: _RegionEdits, w_eval, cfg) -> np.ndarray:
-    """Every method's top direction on the first held-out sample, ±grid_scale times its median step."""
+    """Every method's top direction on the first held-out sample, ±grid_scale x its median step."""
     rows, labels = [], []
     for method in METHOD_NAMES:
         a = cfg.grid_scale * float(np.median(edits.steps[method]))
@@ -429,7 +429,7 @@ _VARIANT_NAMES = {"one_sample": "one discovery sample", "box_larger": "box 20% l
 
 
 def _claim(workdir: pathlib.Path, config: DemoConfig, gen, overwrite: bool):
-    """Claims ``workdir`` for this run (config and weights digest), refusing another run's unless ``overwrite``."""
+    """Claims ``workdir`` for this run (config, weights digest); another run's only if ``overwrite``."""
     description = {"config": dataclasses.asdict(config), io_utils.WEIGHTS_KEY: io_utils.tree_digest(gen.params),
                    "generator_config": gen.config}
     return io_utils.claim_workdir(workdir, description, overwrite=overwrite)  # the launcher: --config.overwrite
@@ -437,7 +437,7 @@ def _claim(workdir: pathlib.Path, config: DemoConfig, gen, overwrite: bool):
 
 def _find_directions(gen, grams: dict, masks: np.ndarray, config: DemoConfig) -> tuple[dict, list]:
     """Every method's direction per region (with SeFa's and GANSpace's candidate indices), and the
-    ``(region, variant, method, direction)`` edits to measure ('main', then the robustness variants)."""
+    ``(region, variant, method, direction)`` edits to measure ('main', then robustness variants)."""
     from regfac_jax import baselines
 
     candidates = {"sefa": baselines.sefa(gen.params, k=config.top_candidates),
@@ -456,7 +456,11 @@ def _find_directions(gen, grams: dict, masks: np.ndarray, config: DemoConfig) ->
 
 def _measure(fn, jobs: list, w_eval: np.ndarray, masks: np.ndarray, config: DemoConfig,
              progress: bool) -> tuple[dict, dict]:
-    """The locality of every edit on the held-out samples: the report, and ``{region: {method: steps [N]}}``."""
+    """The locality of every edit on the held-out samples.
+
+    Returns:
+      ``(report, steps)``: the report's numbers, and ``{region: {method: calibrated steps [N]}}``.
+    """
     import jax.numpy as jnp
     from tqdm.auto import tqdm
 
@@ -477,8 +481,8 @@ def _measure(fn, jobs: list, w_eval: np.ndarray, masks: np.ndarray, config: Demo
 
 
 def _write_results(workdir: pathlib.Path, report: dict, all_dirs: dict, t0: float) -> None:
-    """``directions.npz``, ``locality.json``, ``report.json`` (stamped with the seconds since ``t0``) and
-    ``locality.md``."""
+    """Writes ``directions.npz``, ``locality.json``, ``report.json`` (with the seconds since ``t0``)
+    and ``locality.md``."""
     from regfac_jax import baselines
 
     regions = list(all_dirs)

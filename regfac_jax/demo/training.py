@@ -217,7 +217,11 @@ def _export_info(state: TrainState, cfg: TrainConfig, run, meta: dict) -> dict:
 
 
 def _checkpoint(workdir, state: TrainState, run, metrics: dict, train_seconds: float) -> dict:
-    """Saves ``state`` with its meta (seconds trained, batch, seed, the last losses) to ``workdir``; the meta."""
+    """Saves ``state`` to ``workdir`` with its meta (seconds trained, batch, seed, last losses).
+
+    Returns:
+      The meta.
+    """
     from regfac_jax.demo import runner
 
     meta = {"train_seconds": train_seconds, "batch": run.batch, "seed": run.seed,
@@ -227,8 +231,12 @@ def _checkpoint(workdir, state: TrainState, run, metrics: dict, train_seconds: f
 
 
 def _train(state: TrainState, gen, cfg: TrainConfig, run, workdir, meta: dict, progress: bool):
-    """Steps from ``state.step`` to ``run.steps`` (or ``run.max_minutes``), checkpointing every ``ckpt_every``
-    steps and at the end; the final state and the meta of its checkpoint."""
+    """Steps from ``state.step`` to ``run.steps`` (or for ``run.max_minutes``), checkpointing every
+    ``ckpt_every`` steps and at the end.
+
+    Returns:
+      The final state and the meta of its checkpoint.
+    """
     import concurrent.futures
     import time
 
