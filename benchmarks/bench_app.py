@@ -54,7 +54,10 @@ def slider_to_image(session, repeats: int) -> tuple[float, float]:
     """Median seconds of a slider move: the edited, enlarged picture; and its PNG encoding."""
     rng = np.random.default_rng(0)
     r = core.slider_range(session.model)
-    view = lambda: core.render_view(session, rng.uniform(-r, r, size=core.K_MAX))  # noqa: E731
+
+    def view():
+        return core.render_view(session, rng.uniform(-r, r, size=core.K_MAX))
+
     picture = view()
 
     def encode():

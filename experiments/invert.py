@@ -57,11 +57,21 @@ def _grid(inputs: np.ndarray, recons: np.ndarray) -> np.ndarray:
     return tile_grid(tiles.repeat(scale, axis=2).repeat(scale, axis=3))
 
 
+# Keys of the config's ``inversion`` block that are this launcher's inputs, not optimisation settings.
+_LAUNCHER_KEYS = ("space", "vgg16", "lpips_linear", "seed", "batch_size")
+
+
+def inversion_config(inv):
+    """The :class:`regfac_jax.inversion.InversionConfig` of a config's ``inversion`` block."""
+    from regfac_jax import inversion
+    return inversion.InversionConfig.from_mapping({k: v for k, v in inv.items() if k not in _LAUNCHER_KEYS})
+
+
 def invert_images(cfg, images: str, workdir, progress: bool = True) -> dict:
     """Loads the model and the images, inverts them in batches and writes the outputs; returns inversion.json."""
     from experiments import pipeline
     from regfac_jax import inversion
-    inv = cfg.inversion
+    inv, config = cfg.inversion, inversion_config(cfg.inversion)
     gen = pipeline.prepare_model(cfg)
     x, files, warnings = inversion.load_images(images, gen)
     for w in warnings:
@@ -73,14 +83,10 @@ def invert_images(cfg, images: str, workdir, progress: bool = True) -> dict:
     batch = max(1, int(inv.batch_size))
     results, t0 = [], time.time()
     for i in range(0, len(x), batch):
-        bar, update = _progress_bar(int(inv.num_steps), f"images {i + 1}-{min(i + batch, len(x))} of {len(x)}") \
+        bar, update = _progress_bar(config.num_steps, f"images {i + 1}-{min(i + batch, len(x))} of {len(x)}") \
             if progress else (None, None)
-        results.append(inversion.invert(
-            gen, x[i:i + batch], space=inv.space, num_steps=int(inv.num_steps), lpips=lp, seed=int(inv.seed) + i,
-            progress=update, learning_rate=float(inv.learning_rate), w_avg_samples=int(inv.w_avg_samples),
-            noise_regularization=float(inv.noise_regularization), optimize_noise=bool(inv.optimize_noise),
-            mse_weight=float(inv.mse_weight), lpips_weight=float(inv.lpips_weight), w_prior=float(inv.w_prior),
-            layer_spread=float(inv.layer_spread)))
+        results.append(inversion.invert(gen, x[i:i + batch], config, space=inv.space, lpips=lp,
+                                        seed=int(inv.seed) + i, progress=update))
         if bar is not None:
             bar.close()
     seconds = time.time() - t0
@@ -90,7 +96,10 @@ def invert_images(cfg, images: str, workdir, progress: bool = True) -> dict:
 
 def _merge(results):
     from regfac_jax import inversion
-    cat = lambda name: np.concatenate([getattr(r, name) for r in results])  # noqa: E731
+
+    def cat(name):
+        return np.concatenate([getattr(r, name) for r in results])
+
     noise = None if results[0].noise is None else {
         k: np.concatenate([r.noise[k] for r in results]) for k in results[0].noise}
     return inversion.InversionResult(ws=cat("ws"), loss=cat("loss"), mse=cat("mse"),
@@ -105,7 +114,8 @@ def _write(workdir, x, files, result, seconds) -> dict:
     psnr, ssim = inversion.psnr(result.images, x), inversion.ssim(result.images, x)
     inversion.save_latents(workdir / "latents.npz", result, files)
     io_utils.save_png(workdir / "reconstructions.png", _grid(x, result.images))
-    report = {"images": [{"file": f, "psnr": float(p), "ssim": float(s)} for f, p, s in zip(files, psnr, ssim)],
+    rows = zip(files, psnr, ssim, strict=True)
+    report = {"images": [{"file": f, "psnr": float(p), "ssim": float(s)} for f, p, s in rows],
               "mean_psnr": float(np.mean(psnr)), "mean_ssim": float(np.mean(ssim)), "space": result.space,
               "steps": int(result.num_steps), "seconds": round(float(seconds), 2)}
     io_utils.write_json(workdir / "inversion.json", report)

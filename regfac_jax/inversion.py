@@ -19,8 +19,9 @@ Losses per image: ``mse_weight`` times the pixel MSE (images in [-1, 1]) plus, w
 images area-downsampled to at most 256 pixels, as the projector does. Nothing is downloaded.
 
 The whole optimisation is one jit-compiled function (``lax.scan`` over steps, the generator vmapped over images);
-the host only calls it in chunks of ``chunk`` steps so that ``progress`` can report. Each image's result depends on
-its own pixels, ``seed`` and its index in the batch only.
+the host only calls it in chunks of ``chunk`` steps so that ``progress`` can report. Each image's
+result depends on its own pixels, ``seed`` and its index in the batch only. The settings named
+above are the fields of one :class:`InversionConfig`.
 
 Loading image files with validation (sizes, modes, bit depths, channel counts, NaN) is :func:`load_images`.
 """
@@ -29,9 +30,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import glob
+import numbers
 import os
 import pathlib
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -187,12 +189,106 @@ def w_statistics(gen, num_samples: int = 10000, seed: int = 123,
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The settings
+# ----------------------------------------------------------------------------------------------------------
+# Settings that must be > 0 (a zero step count or ramp length divides by zero); the others >= 0.
+_POSITIVE = ("num_steps", "chunk", "w_avg_samples", "learning_rate", "lr_rampdown", "lr_rampup", "noise_ramp")
+_KINDS = {"int": int, "float": float, "bool": bool}
+
+
+def _checked(name: str, value: Any, kind: type) -> Any:
+    """One :class:`InversionConfig` field, converted to ``kind`` once type and range are checked.
+
+    Raises:
+      ValueError: naming the field, the value given and what it must be.
+    """
+    if kind is bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"InversionConfig.{name} must be True or False; got {value!r}.")
+        return bool(value)
+    number = numbers.Integral if kind is int else numbers.Real
+    if not isinstance(value, number) or isinstance(value, (bool, np.bool_)) or not np.isfinite(value):
+        raise ValueError(f"InversionConfig.{name} must be a finite {kind.__name__}; got {value!r}.")
+    if value < 0 or (value == 0 and name in _POSITIVE):
+        bound = "> 0" if name in _POSITIVE else ">= 0"
+        raise ValueError(f"InversionConfig.{name} must be {bound}; got {value!r}.")
+    return kind(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class InversionConfig:
+    """Settings of :func:`invert`, built once (defaults: NVlabs' projector) and passed down.
+
+    Only ``chunk`` (capped at ``num_steps``), the ramp lengths and ``initial_noise_factor`` are
+    compiled into the optimisation; the step count, learning rate and loss weights enter it as
+    traced values, so changing them reuses the compiled program.
+
+    Attributes:
+      num_steps: optimisation steps (the projector's default is 1000).
+      learning_rate: peak Adam step.
+      lr_rampdown, lr_rampup: lengths of the learning rate's half-cosine cool-down and linear
+        warm-up, as fractions of num_steps (> 0).
+      w_avg_samples: mapped samples for the mean w and its spread.
+      initial_noise_factor, noise_ramp: exploration noise on w (fraction of the w spread; ramp length as a
+        fraction of num_steps, > 0).
+      noise_regularization: weight of the noise-map regulariser.
+      optimize_noise: optimise per-image noise maps where the model has noise inputs.
+      mse_weight, lpips_weight: loss weights.
+      w_prior: weight of the mean squared distance of w from the mean w, per coordinate in units
+        of its spread over mapped samples (keeps latents where the generator's samples live: a
+        fidelity/editability trade).
+      layer_spread: (W+) weight of the same measure of each layer's w from the image's mean over
+        layers.
+      chunk: steps per compiled call between progress reports.
+
+    Raises:
+      ValueError: on construction, for a value of the wrong type or out of range (naming the field).
+    """
+
+    num_steps: int = 1000
+    learning_rate: float = 0.1
+    lr_rampdown: float = 0.25
+    lr_rampup: float = 0.05
+    w_avg_samples: int = 10000
+    initial_noise_factor: float = 0.05
+    noise_ramp: float = 0.75
+    noise_regularization: float = 1e5
+    optimize_noise: bool = True
+    mse_weight: float = 1.0
+    lpips_weight: float = 1.0
+    w_prior: float = 0.0
+    layer_spread: float = 0.0
+    chunk: int = 10
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = _checked(field.name, getattr(self, field.name), _KINDS[field.type])
+            object.__setattr__(self, field.name, value)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> InversionConfig:
+        """From ``{field name: value}`` (e.g. an ml_collections ``ConfigDict``'s settings).
+
+        Raises:
+          ValueError: a name that is not a field (listing the fields), or a bad value.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"Unknown inversion setting(s) {unknown}; InversionConfig takes {names}.")
+        return cls(**values)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The optimisation
 # ----------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class _Settings:
-    """Static (hashable) settings of one compiled optimisation; the loss weights, learning rate and step count are
-    traced (``hp``), so changing them does not recompile."""
+    """The compiled-in part of an :class:`InversionConfig` (with the shapes, the jit cache key).
+
+    The loss weights, learning rate and step count are traced (``_Problem.hp``): changing them does
+    not recompile.
+    """
 
     chunk: int
     lr_rampdown: float
@@ -202,67 +298,121 @@ class _Settings:
     lpips_size: int
     use_lpips: bool
 
+    @classmethod
+    def of(cls, config: InversionConfig, use_lpips: bool, lpips_size: int = 256) -> _Settings:
+        """The compiled-in settings of ``config``; LPIPS (when used) on images of at most lpips_size."""
+        return cls(min(config.chunk, config.num_steps), config.lr_rampdown, config.lr_rampup,
+                   config.initial_noise_factor, config.noise_ramp, lpips_size, use_lpips)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _Problem:
+    """The traced inputs of one batch's optimisation (a pytree).
+
+    Attributes:
+      params, buffers: the generator's weights.
+      lp: LPIPS parameters, or None.
+      hp: traced settings (scalars from :class:`InversionConfig`, ``num_steps`` int32) and the w statistics
+        ``w_std`` (scalar), ``w_avg`` ``[w_dim]``, ``w_sd`` ``[w_dim]``.
+      targets: ``[N, H, W, C]`` images in [-1, 1].
+      keys: ``[N]`` per-image PRNG keys.
+    """
+
+    params: Any
+    buffers: Any
+    lp: Any
+    hp: dict
+    targets: jax.Array
+    keys: jax.Array
+
+
+def _traced_settings(config: InversionConfig, w_avg, w_std: float, w_sd) -> dict:
+    """``_Problem.hp``: the config's traced numbers as float32 / int32 arrays, and w statistics."""
+    names = ("learning_rate", "mse_weight", "lpips_weight", "noise_regularization", "w_prior", "layer_spread")
+    hp = {k: jnp.float32(getattr(config, k)) for k in names}
+    hp.update(w_std=jnp.float32(w_std), w_avg=jnp.asarray(w_avg), w_sd=jnp.asarray(np.maximum(w_sd, 1e-8)),
+              num_steps=jnp.int32(config.num_steps))
+    return hp
+
 
 def _optimizer(s: _Settings, hp: dict) -> optax.GradientTransformation:
-    schedule = lambda count: hp["learning_rate"] * lr_ramp(count / hp["num_steps"], s.lr_rampdown,  # noqa: E731
-                                                           s.lr_rampup)
+    def schedule(count):
+        return hp["learning_rate"] * lr_ramp(count / hp["num_steps"], s.lr_rampdown, s.lr_rampup)
+
     return optax.adam(schedule, b1=0.9, b2=0.999)
 
 
-def _per_image_loss(gen, s: _Settings, params, buffers, lp, hp, target, opt, key, t):
-    """Loss terms of one image: opt = {'w': [L, w_dim] (L = 1 or num_ws), 'noise': {name: [R, R]}}."""
+def _latent_penalties(w: jax.Array, hp: dict) -> tuple[jax.Array, jax.Array]:
+    """``w_prior`` and ``layer_spread`` terms of w ``[L, w_dim]`` (L = 1 or num_ws), unweighted."""
+    z = (w - hp["w_avg"]) / hp["w_sd"]                  # [L, w_dim] in units of the per-coordinate spread
+    prior = jnp.mean(jnp.square(z))
+    spread = jnp.mean(jnp.square(z - jnp.mean(z, axis=0, keepdims=True)))
+    return prior, spread
+
+
+def _per_image_loss(gen, s: _Settings, prob: _Problem, opt, target, key, t):
+    """Loss and (mse, lpips) of one image.
+
+    opt = {'w': [L, w_dim] (L = 1 or num_ws), 'noise': {name: [R, R]}}; target [H, W, C]; t progress.
+    """
+    hp = prob.hp
     scale = w_noise_scale(t, hp["w_std"], s.initial_noise_factor, s.noise_ramp)
     w = opt["w"] + jax.random.normal(key, opt["w"].shape) * scale
     ws = jnp.broadcast_to(w, (gen.num_ws, gen.w_dim))
-    synth = _synth_one(gen, params, buffers, ws, opt["noise"])
+    synth = _synth_one(gen, prob.params, prob.buffers, ws, opt["noise"])
     mse = jnp.mean(jnp.square(synth - target))
     lp = jnp.zeros(()) if not s.use_lpips else lpips_lib.distance(
-        lp, area_downsample(synth[None], s.lpips_size), area_downsample(target[None], s.lpips_size))[0]
+        prob.lp, area_downsample(synth[None], s.lpips_size), area_downsample(target[None], s.lpips_size))[0]
     reg = sum((noise_regularizer(v) for v in opt["noise"].values()), jnp.zeros(()))
-    z = (opt["w"] - hp["w_avg"]) / hp["w_sd"]                  # [L, w_dim] in units of the per-coordinate spread
-    prior = jnp.mean(jnp.square(z))
-    spread = jnp.mean(jnp.square(z - jnp.mean(z, axis=0, keepdims=True)))
+    prior, spread = _latent_penalties(opt["w"], hp)
     loss = (hp["mse_weight"] * mse + hp["lpips_weight"] * lp + hp["noise_regularization"] * reg
             + hp["w_prior"] * prior + hp["layer_spread"] * spread)
     return loss, (mse, lp)
 
 
-def _batch_loss(gen, s, params, buffers, lp, hp, targets, opt, keys, t):
-    f = functools.partial(_per_image_loss, gen, s, params, buffers, lp, hp)
-    loss, aux = jax.vmap(f, in_axes=(0, 0, 0, None))(targets, opt, keys, t)
+def _batch_loss(gen, s: _Settings, prob: _Problem, opt, keys, t):
+    f = functools.partial(_per_image_loss, gen, s, prob)
+    loss, aux = jax.vmap(f, in_axes=(0, 0, 0, None))(opt, prob.targets, keys, t)
     return jnp.sum(loss), (loss, aux)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _run_chunk(gen, s: _Settings, params, buffers, lp, hp, targets, keys, state, start):
+def _chunk_steps(gen, s: _Settings, prob: _Problem, state, start):
     """``s.chunk`` optimisation steps from step ``start`` (steps past ``num_steps`` leave the state unchanged)."""
-    tx = _optimizer(s, hp)
+    tx = _optimizer(s, prob.hp)
 
     def step(carry, i):
         opt, opt_state, _ = carry
         t_idx = start + i
-        step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t_idx)
-        grads, (loss, _) = jax.grad(_batch_loss, argnums=7, has_aux=True)(
-            gen, s, params, buffers, lp, hp, targets, opt, step_keys, t_idx / hp["num_steps"])
+        step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(prob.keys, t_idx)
+        grads, (loss, _) = jax.grad(_batch_loss, argnums=3, has_aux=True)(
+            gen, s, prob, opt, step_keys, t_idx / prob.hp["num_steps"])
         updates, new_state = tx.update(grads, opt_state, opt)
         new_opt = optax.apply_updates(opt, updates)
         new_opt = {"w": new_opt["w"], "noise": {k: normalize_noise(v) for k, v in new_opt["noise"].items()}}
-        active = t_idx < hp["num_steps"]
-        keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+        active = t_idx < prob.hp["num_steps"]
+
+        def keep(new, old):
+            return jnp.where(active, new, old)
+
         return (jax.tree.map(keep, new_opt, opt), jax.tree.map(keep, new_state, opt_state), loss), None
 
-    (opt, opt_state, loss), _ = jax.lax.scan(step, (*state, jnp.zeros(targets.shape[0])), jnp.arange(s.chunk))
+    init = (*state, jnp.zeros(prob.targets.shape[0]))
+    (opt, opt_state, loss), _ = jax.lax.scan(step, init, jnp.arange(s.chunk))
     return opt, opt_state, loss
 
 
+# One compiled program per (generator, settings, shapes); ``prob``'s traced settings do not recompile.
+_run_chunk = jax.jit(_chunk_steps, static_argnums=(0, 1))
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _final(gen, s: _Settings, params, buffers, lp, hp, targets, opt, keys):
+def _final(gen, s: _Settings, prob: _Problem, opt):
     """Clean loss terms and reconstructions at the final latents (no exploration noise: t = 1)."""
-    _, (loss, (mse, lp_d)) = _batch_loss(gen, s, params, buffers, lp, hp, targets, opt, keys, 1.0)
-    ws = jnp.broadcast_to(opt["w"], (targets.shape[0], gen.num_ws, gen.w_dim))
-    images = jax.vmap(functools.partial(_synth_one, gen), in_axes=(None, None, 0, 0))(params, buffers, ws,
-                                                                                        opt["noise"])
-    return loss, mse, lp_d, ws, images
+    _, (loss, (mse, lp_d)) = _batch_loss(gen, s, prob, opt, prob.keys, 1.0)
+    ws = jnp.broadcast_to(opt["w"], (prob.targets.shape[0], gen.num_ws, gen.w_dim))
+    synth = jax.vmap(functools.partial(_synth_one, gen), in_axes=(None, None, 0, 0))
+    return loss, mse, lp_d, ws, synth(prob.params, prob.buffers, ws, opt["noise"])
 
 
 def _initial_latents(gen, keys, w_avg, layers: int, optimize_noise: bool) -> dict:
@@ -305,66 +455,65 @@ def check_images(gen, images) -> np.ndarray:
     return np.clip(x, -1.0, 1.0)
 
 
-def invert(gen, images, *, space: str = "w", num_steps: int = 1000, lpips: dict | None = None, seed: int = 0,
-           progress: Callable[[int, float], None] | None = None, learning_rate: float = 0.1,
-           w_avg_samples: int = 10000, initial_noise_factor: float = 0.05, lr_rampdown: float = 0.25,
-           lr_rampup: float = 0.05, noise_ramp: float = 0.75, noise_regularization: float = 1e5,
-           optimize_noise: bool = True, mse_weight: float = 1.0, lpips_weight: float = 1.0,
-           w_prior: float = 0.0, layer_spread: float = 0.0, chunk: int = 10) -> InversionResult:
+def _problem(gen, images, config: InversionConfig, space: str, lpips: dict | None, seed: int):
+    """The checked batch as a :class:`_Problem` and the optimised variables at step 0."""
+    targets = jnp.asarray(check_images(gen, images))
+    if lpips is not None:
+        lpips_lib.check_params(lpips)
+    w_avg, w_std, w_sd = w_statistics(gen, config.w_avg_samples)
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), jnp.arange(targets.shape[0]))
+    opt = _initial_latents(gen, keys, w_avg, 1 if space == "w" else gen.num_ws, config.optimize_noise)
+    lp = None if lpips is None else jax.tree.map(jnp.asarray, lpips)
+    hp = _traced_settings(config, w_avg, w_std, w_sd)
+    return _Problem(gen.params, gen.buffers, lp, hp, targets, keys), opt
+
+
+def _optimise(gen, s: _Settings, prob: _Problem, opt, num_steps: int, progress):
+    """Runs ``num_steps`` steps in compiled chunks of ``s.chunk``, reporting after each.
+
+    Returns:
+      The optimised variables after the last step.
+    """
+    state = (opt, _optimizer(s, prob.hp).init(opt))
+    done = 0
+    while done < num_steps:
+        opt, opt_state, loss = _run_chunk(gen, s, prob, state, done)
+        state, done = (opt, opt_state), min(done + s.chunk, num_steps)
+        if progress is not None:
+            progress(done, float(jnp.mean(loss)))
+    return state[0]
+
+
+def invert(gen, images, config: InversionConfig = InversionConfig(), *, space: str = "w",
+           lpips: dict | None = None, seed: int = 0,
+           progress: Callable[[int, float], None] | None = None) -> InversionResult:
     """Inverts a batch of images into the generator's W or W+ space (see the module docstring).
 
     Args:
       gen: a StyleGAN2 or StyleGAN3 generator object.
       images: ``[N, H, W, C]`` float in [-1, 1] at the generator's resolution and channel count.
+      config: the optimisation's settings (:class:`InversionConfig`; the default is the projector's).
       space: 'w' (one w for all layers) or 'wplus' (one w per layer).
-      num_steps: optimisation steps (the projector's default is 1000).
       lpips: LPIPS parameters (``converters.lpips.load``) to add the perceptual loss; None for pixels only.
       seed: seeds the exploration noise and the initial noise maps (image i uses ``fold_in(seed, i)``).
-      progress: called as ``progress(step, loss)`` after every ``chunk`` steps, with the number of steps done
-        and the mean loss over the batch at the last step; it may raise to abort.
-      learning_rate, lr_rampdown, lr_rampup: peak Adam step and ramp lengths (fractions of num_steps).
-      w_avg_samples: mapped samples for the mean w and its spread.
-      initial_noise_factor, noise_ramp: exploration noise on w (fraction of the w spread, ramp length).
-      noise_regularization: weight of the noise-map regulariser.
-      optimize_noise: optimise per-image noise maps where the model has noise inputs.
-      mse_weight, lpips_weight: loss weights.
-      w_prior: weight of the mean squared distance of w from the mean w, per coordinate in units of its spread
-        over mapped samples (keeps latents where the generator's samples live: a fidelity/editability trade).
-      layer_spread: (W+) weight of the same measure of each layer's w from the image's mean over layers.
-      chunk: steps per compiled call between progress reports.
+      progress: called as ``progress(step, loss)`` after every ``config.chunk`` steps, with the number of steps
+        done and the mean loss over the batch at the last step; it may raise to abort.
     Returns:
       :class:`InversionResult`.
     """
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}.")
-    if num_steps < 1 or chunk < 1:
-        raise ValueError(f"num_steps and chunk must be >= 1; got {num_steps}, {chunk}.")
-    targets = jnp.asarray(check_images(gen, images))
-    n = targets.shape[0]
-    if lpips is not None:
-        lpips_lib.check_params(lpips)
-    w_avg, w_std, w_sd = w_statistics(gen, w_avg_samples)
-    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), jnp.arange(n))
-    opt = _initial_latents(gen, keys, w_avg, 1 if space == "w" else gen.num_ws, optimize_noise)
-    s = _Settings(int(min(chunk, num_steps)), float(lr_rampdown), float(lr_rampup),
-                  float(initial_noise_factor), float(noise_ramp), 256, lpips is not None)
-    hp = {k: jnp.float32(v) for k, v in dict(learning_rate=learning_rate, w_std=w_std, mse_weight=mse_weight,
-                                             lpips_weight=lpips_weight, noise_regularization=noise_regularization,
-                                             w_prior=w_prior, layer_spread=layer_spread).items()}
-    hp.update(w_avg=jnp.asarray(w_avg), w_sd=jnp.asarray(np.maximum(w_sd, 1e-8)), num_steps=jnp.int32(num_steps))
-    lp = None if lpips is None else jax.tree.map(jnp.asarray, lpips)
-    state = (opt, _optimizer(s, hp).init(opt))
-    done = 0
-    while done < num_steps:
-        opt, opt_state, loss = _run_chunk(gen, s, gen.params, gen.buffers, lp, hp, targets, keys, state, done)
-        state, done = (opt, opt_state), min(done + s.chunk, int(num_steps))
-        if progress is not None:
-            progress(done, float(jnp.mean(loss)))
-    loss, mse, lp_d, ws, recon = _final(gen, s, gen.params, gen.buffers, lp, hp, targets, state[0], keys)
+    if not isinstance(config, InversionConfig):
+        raise TypeError(f"config must be an InversionConfig (got {type(config).__name__}); build one with "
+                        "InversionConfig(num_steps=..., ...) or InversionConfig.from_mapping(settings).")
+    prob, opt = _problem(gen, images, config, space, lpips, seed)
+    s = _Settings.of(config, lpips is not None)
+    opt = _optimise(gen, s, prob, opt, config.num_steps, progress)
+    loss, mse, lp_d, ws, recon = _final(gen, s, prob, opt)
     return InversionResult(ws=np.asarray(ws), loss=np.asarray(loss), mse=np.asarray(mse),
                            lpips=None if lpips is None else np.asarray(lp_d),
-                           noise={k: np.asarray(v) for k, v in state[0]["noise"].items()} or None,
-                           images=np.asarray(recon), space=space, num_steps=int(num_steps))
+                           noise={k: np.asarray(v) for k, v in opt["noise"].items()} or None,
+                           images=np.asarray(recon), space=space, num_steps=config.num_steps)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -386,26 +535,36 @@ def expand_image_paths(spec: str | os.PathLike | Sequence[str | os.PathLike]) ->
     return matches
 
 
-def _read_array(path: pathlib.Path, notes: list[str]) -> np.ndarray:
-    """One file -> float ``[H, W, C]`` in [0, 1] (C = 1, 3 or 4); notes collect what was converted."""
-    if path.suffix.lower() == ".npy":
-        a = np.load(path, allow_pickle=False)
-        if a.ndim == 2:
-            a = a[..., None]
-        if a.ndim != 3 or not np.issubdtype(a.dtype, np.floating):
-            raise ValueError(f"a .npy image must be float [H, W] or [H, W, C] in [-1, 1]; got {a.dtype} {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError(f"contains {int((~np.isfinite(a)).sum())} NaN/infinite values")
-        if a.min() < -1.001 or a.max() > 1.001:
-            raise ValueError(f"values {a.min():.3g}..{a.max():.3g} lie outside [-1, 1]")
-        return (np.clip(a.astype(np.float32), -1, 1) + 1) / 2
+def _read_npy(path: pathlib.Path) -> np.ndarray:
+    """A ``.npy`` float image ``[H, W]`` or ``[H, W, C]`` in [-1, 1] -> ``[H, W, C]`` in [0, 1]."""
+    a = np.load(path, allow_pickle=False)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"a .npy image must be float [H, W] or [H, W, C] in [-1, 1]; got {a.dtype} {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"contains {int((~np.isfinite(a)).sum())} NaN/infinite values")
+    if a.min() < -1.001 or a.max() > 1.001:
+        raise ValueError(f"values {a.min():.3g}..{a.max():.3g} lie outside [-1, 1]")
+    return (np.clip(a.astype(np.float32), -1, 1) + 1) / 2
+
+
+def _open_image(path: pathlib.Path):
+    """The mode and decoded PIL image of ``path``; a ValueError when it is not a readable image."""
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as img:
             img.load()
-            mode, img = img.mode, img.copy()
+            return img.mode, img.copy()
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"not a readable image ({type(err).__name__}: {err})") from None
+
+
+def _read_array(path: pathlib.Path, notes: list[str]) -> np.ndarray:
+    """One file -> float ``[H, W, C]`` in [0, 1] (C = 1, 3 or 4); notes collect what was converted."""
+    if path.suffix.lower() == ".npy":
+        return _read_npy(path)
+    mode, img = _open_image(path)
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         a = np.asarray(img, np.float64)
         peak = 65535.0 if mode.startswith("I;16") or a.max() <= 65535 else float(a.max())
@@ -611,7 +770,7 @@ def edit_locality(gen, ws, direction, mask, noise: dict | None = None, layers: S
     return {k: np.concatenate([np.atleast_1d(p[k]) for p in parts]) for k in parts[0]}
 
 
-__all__ = ["InversionResult", "SPACES", "area_downsample", "check_images", "edit_locality", "expand_image_paths",
-           "image_fn",
+__all__ = ["InversionConfig", "InversionResult", "SPACES", "area_downsample", "check_images", "edit_locality",
+           "expand_image_paths", "image_fn",
            "invert", "load_images", "load_latents", "lr_ramp", "noise_names", "noise_regularizer", "normalize_noise",
            "psnr", "save_latents", "ssim", "synthesize", "w_noise_scale", "w_statistics"]

@@ -52,11 +52,11 @@ def init_params(key: jax.Array, lin_scale: float = 0.1) -> dict:
     params: dict = {"features": {}}
     keys = jax.random.split(key, 14)
     convs = [c for stage in STAGES for c in stage]
-    for k, (idx, cin, cout) in zip(keys[:-1], convs):
+    for k, (idx, cin, cout) in zip(keys[:-1], convs, strict=True):
         w = jax.random.normal(k, (3, 3, cin, cout), jnp.float32) * np.sqrt(2.0 / (9 * cin))
         params["features"][str(idx)] = {"weight": w, "bias": jnp.zeros((cout,), jnp.float32)}
     lin_keys = jax.random.split(keys[-1], len(CHANNELS))
-    for k, (lk, c) in enumerate(zip(lin_keys, CHANNELS)):
+    for k, (lk, c) in enumerate(zip(lin_keys, CHANNELS, strict=True)):
         params[f"lin{k}"] = {"weight": jnp.abs(jax.random.normal(lk, (c,), jnp.float32)) * lin_scale}
     return params
 

@@ -117,15 +117,33 @@ def labelled_grid(images, row_labels: Sequence[str], col_labels: Sequence[str], 
     if grid.shape[-1] == 1:
         grid = grid[..., 0]
     left = 16 + 7 * max(len(s) for s in row_labels) + (18 if ylabel else 0)
-    top = 22 + (22 if title else 0)
-    bottom = 8 + (22 if xlabel else 0)
-    right = 10
+    fig, ax = _grid_axes(grid, left, top=22 + (22 if title else 0), bottom=8 + (22 if xlabel else 0))
+    tile_h, tile_w = h * scale, w * scale
+    ax.set_xticks([pad + c * (tile_w + pad) + tile_w / 2 - 0.5 for c in range(cols)], list(col_labels))
+    ax.set_yticks([pad + r * (tile_h + pad) + tile_h / 2 - 0.5 for r in range(rows)], list(row_labels))
+    _label(fig, ax, title, xlabel, ylabel)
+    if outline is not None:
+        _outline_tiles(ax, np.asarray(outline), rows, cols, scale, pad)
+    ax.set_xlim(-0.5, grid.shape[1] - 0.5)
+    ax.set_ylim(grid.shape[0] - 0.5, -0.5)
+    return _render(fig)
+
+
+def _grid_axes(grid: np.ndarray, left: int, top: int, bottom: int, right: int = 10):
+    """A figure showing ``grid`` ``[H, W(, 3)]`` pixel for pixel inside margins (in pixels).
+
+    Returns:
+      ``(figure, axes)``.
+    """
     fig = _canvas(left + grid.shape[1] + right, top + grid.shape[0] + bottom)
     fw, fh = fig.get_size_inches() * DPI
     ax = fig.add_axes((left / fw, bottom / fh, grid.shape[1] / fw, grid.shape[0] / fh))
     ax.imshow(grid, interpolation="nearest", cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255)
-    ax.set_xticks([pad + c * (w * scale + pad) + (w * scale) / 2 - 0.5 for c in range(cols)], list(col_labels))
-    ax.set_yticks([pad + r * (h * scale + pad) + (h * scale) / 2 - 0.5 for r in range(rows)], list(row_labels))
+    return fig, ax
+
+
+def _label(fig, ax, title: str | None, xlabel: str | None, ylabel: str | None) -> None:
+    """Tick labels on top without ticks or frame, and the optional axis labels and title."""
     ax.xaxis.tick_top()
     ax.tick_params(length=0, labelsize=FONT_SIZE)
     for side in ax.spines.values():
@@ -135,12 +153,8 @@ def labelled_grid(images, row_labels: Sequence[str], col_labels: Sequence[str], 
     if ylabel:
         ax.set_ylabel(ylabel, fontsize=FONT_SIZE)
     if title:
+        fh = fig.get_size_inches()[1] * DPI
         fig.suptitle(title, fontsize=FONT_SIZE + 1, y=1 - 4 / fh, va="top")
-    if outline is not None:
-        _outline_tiles(ax, np.asarray(outline), rows, cols, scale, pad)
-    ax.set_xlim(-0.5, grid.shape[1] - 0.5)
-    ax.set_ylim(grid.shape[0] - 0.5, -0.5)
-    return _render(fig)
 
 
 def spectrum(spectra: Mapping[str, np.ndarray], title: str = "Eigenvalue spectra", size=(640, 420)) -> np.ndarray:

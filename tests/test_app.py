@@ -249,17 +249,21 @@ def test_server_reports_bad_input_and_stays_up(client, tmp_path):
 
 
 def _fake_inversion(model, calls) -> types.ModuleType:
-    """A stand-in for regfac_jax.inversion with its contract: invert(gen, images, *, space, num_steps, seed,
-    progress) -> result with .ws [N, num_ws, w_dim]; it records what it was given."""
-    def invert(gen, images, *, space="w", num_steps=100, seed=0, progress=None):
+    """A stand-in for regfac_jax.inversion with its contract: invert(gen, images, config, *, space,
+    seed, progress) -> result with .ws [N, num_ws, w_dim], config an InversionConfig; it records
+    what it was given."""
+    from regfac_jax.inversion import InversionConfig
+
+    def invert(gen, images, config, *, space="w", seed=0, progress=None):
         calls.append({"shape": images.shape, "min": float(images.min()), "max": float(images.max()),
-                      "space": space, "num_steps": num_steps})
+                      "space": space, "num_steps": config.num_steps})
         if progress is not None:
-            progress(num_steps, 0.25)  # (steps done, mean loss), as the real one reports
+            progress(config.num_steps, 0.25)  # (steps done, mean loss), as the real one reports
         return types.SimpleNamespace(ws=np.asarray(core.sample_latents(model, 11, 1)["ws"]))
 
     module = types.ModuleType(core.INVERSION_MODULE)
     module.invert = invert
+    module.InversionConfig = InversionConfig
     return module
 
 

@@ -2,8 +2,10 @@
 inverted images."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
+import re
 import sys
 import types
 
@@ -190,7 +192,8 @@ def test_invert_wplus_reconstructs_generated_faces(demo_gen):
     z = np.random.RandomState(7).randn(2, gen.z_dim).astype(np.float32)
     target = np.clip(np.asarray(gen.generate(z)), -1, 1)
     calls = []
-    res = inversion.invert(gen, target, space="wplus", num_steps=40, seed=3, w_avg_samples=2000,
+    config = inversion.InversionConfig(num_steps=40, w_avg_samples=2000)
+    res = inversion.invert(gen, target, config, space="wplus", seed=3,
                            progress=lambda step, loss: calls.append((step, loss)))
     assert [c[0] for c in calls] == [10, 20, 30, 40] and all(np.isfinite(c[1]) for c in calls)
     assert res.ws.shape == (2, gen.num_ws, gen.w_dim) and res.loss.shape == (2,) and res.lpips is None
@@ -215,7 +218,7 @@ def test_invert_on_fixtures_at_their_sizes(fixtures_dir, monkeypatch, name, spac
     gen = pipeline.load_fixture(name)
     with np.load(fixtures_dir / name / "io.npz") as io:
         target = np.clip(io["img"][:1].transpose(0, 2, 3, 1), -1, 1)
-    res = inversion.invert(gen, target, space=space, num_steps=3, w_avg_samples=256)
+    res = inversion.invert(gen, target, inversion.InversionConfig(num_steps=3, w_avg_samples=256), space=space)
     assert res.ws.shape == (1, gen.num_ws, gen.w_dim) and np.isfinite(res.ws).all()
     assert res.images.shape == target.shape and np.isfinite(res.loss).all()
     assert (res.noise is None) == (gen.kind == "stylegan3")  # StyleGAN3 has no noise inputs
@@ -240,6 +243,35 @@ def test_invert_refuses_bad_arrays(demo_gen):
         inversion.check_images(demo_gen, ok.astype(np.uint8))
     with pytest.raises(ValueError, match="space must be"):
         inversion.invert(demo_gen, ok, space="z")
+
+
+def test_inversion_config_refuses_unknown_and_invalid_settings(demo_gen):
+    assert inversion.InversionConfig() == inversion.InversionConfig.from_mapping({})  # defaults: the projector's
+    with pytest.raises(ValueError, match=r"Unknown inversion setting\(s\) \['num_step'\].*num_steps"):
+        inversion.InversionConfig.from_mapping({"num_step": 10})
+    bad = [("num_steps", 0, "> 0"), ("num_steps", 2.5, "finite int"), ("chunk", -1, "> 0"),
+           ("learning_rate", float("nan"), "finite float"), ("lr_rampup", 0.0, "> 0"),
+           ("w_prior", -0.1, ">= 0"), ("optimize_noise", "yes", "True or False"), ("mse_weight", True, "float")]
+    for name, value, why in bad:
+        with pytest.raises(ValueError, match=rf"InversionConfig\.{name} must be .*{re.escape(why)}"):
+            inversion.InversionConfig(**{name: value})
+    assert inversion.InversionConfig(num_steps=np.int64(5), w_prior=1).w_prior == 1.0  # converted, not refused
+    with pytest.raises(TypeError, match="config must be an InversionConfig"):
+        inversion.invert(demo_gen, np.zeros((1, 32, 32, 3), np.float32), {"num_steps": 3})
+
+
+def test_invert_compiles_once_per_compiled_settings(demo_gen, monkeypatch):
+    import chex
+
+    counted = jax.jit(chex.assert_max_traces(inversion._chunk_steps, n=1), static_argnums=(0, 1))
+    monkeypatch.setattr(inversion, "_run_chunk", counted)
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    base = inversion.InversionConfig(num_steps=2, chunk=2, w_avg_samples=64)
+    inversion.invert(demo_gen, x, base)
+    # Step count, learning rate and loss weights are traced: the same program runs them.
+    inversion.invert(demo_gen, x, dataclasses.replace(base, num_steps=4, learning_rate=0.05, w_prior=0.1))
+    with pytest.raises(AssertionError):  # a compiled-in setting (the exploration noise) needs a new program
+        inversion.invert(demo_gen, x, dataclasses.replace(base, initial_noise_factor=0.1))
 
 
 # ----------------------------------------------------------------------------------------------------------

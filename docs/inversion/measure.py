@@ -38,10 +38,10 @@ def training_seeds(info: dict) -> set[int]:
 def timed_invert(gen, real, space, kwargs):
     """Inverts twice: the first call includes compilation (cold), the second reuses it (warm); wall and CPU s."""
     t0, c0 = time.time(), time.process_time()
-    res = inversion.invert(gen, real, space=space, **kwargs)
+    res = inversion.invert(gen, real, inversion.InversionConfig(**kwargs), space=space)
     cold, cold_cpu = time.time() - t0, time.process_time() - c0
     t0, c0 = time.time(), time.process_time()
-    inversion.invert(gen, real, space=space, **kwargs)
+    inversion.invert(gen, real, inversion.InversionConfig(**kwargs), space=space)
     return res, {"seconds_cold": round(cold, 1), "cpu_seconds_cold": round(cold_cpu, 1),
                  "seconds_warm": round(time.time() - t0, 1), "cpu_seconds_warm": round(time.process_time() - c0, 1)}
 

@@ -34,8 +34,8 @@ def main(n: int) -> None:
     opt_state = jax.eval_shape(lambda o, h: inversion._optimizer(s, h).init(o), opt, hp)
     keys = jax.eval_shape(lambda: jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(0), jnp.arange(n)))
     t0 = time.time()
-    compiled = inversion._run_chunk.lower(gen, s, params, buffers, None, hp, S((n, 1024, 1024, 3), jnp.float32),
-                                          keys, (opt, opt_state), 0).compile()
+    prob = inversion._Problem(params, buffers, None, hp, S((n, 1024, 1024, 3), jnp.float32), keys)
+    compiled = inversion._run_chunk.lower(gen, s, prob, (opt, opt_state), 0).compile()
     m = compiled.memory_analysis()
     print(f"batch {n}: temporaries {m.temp_size_in_bytes / 2 ** 30:.2f} GiB, arguments "
           f"{m.argument_size_in_bytes / 2 ** 30:.2f} GiB, outputs {m.output_size_in_bytes / 2 ** 30:.2f} GiB "

@@ -554,8 +554,8 @@ def upload(session: Session, path, num_steps: int = 200, progress: Progress | No
     inversion = _inversion()
     space = "wplus" if model.cfg.space == "wplus" else "w"
     report = _progress_adapter(progress, int(num_steps))
-    result = inversion.invert(model.gen, image[None], space=space, num_steps=int(num_steps), seed=0,
-                              progress=report)
+    config = inversion.InversionConfig(num_steps=int(num_steps))
+    result = inversion.invert(model.gen, image[None], config, space=space, seed=0, progress=report)
     ws = np.asarray(result.ws, np.float32)
     if ws.shape != (1, model.gen.num_ws, model.gen.w_dim):
         raise AppError(f"The inversion returned ws of shape {ws.shape}; expected [1, {model.gen.num_ws}, "

@@ -114,13 +114,29 @@ def build(app: EditorApp) -> gr.Blocks:
 
 
 def _controls(app: EditorApp) -> dict:
+    """The left column, top to bottom: model, subject (seed or upload), region, method.
+
+    Returns:
+      The widgets by name.
+    """
     model = app.models.get(app.default_spec)
-    presets = core.preset_names(model) if model else []
+    widgets = _model_controls(app, model)
+    widgets.update(_subject_controls())
+    widgets.update(_region_controls(core.preset_names(model) if model else []))
+    widgets.update(_method_controls())
+    return widgets
+
+
+def _model_controls(app: EditorApp, model: core.Model | None) -> dict:
     with gr.Accordion("Model", open=app.load_error is not None):
         model_info = gr.Markdown(model.describe() if model else "no model loaded", elem_id="model_info")
         spec = gr.Textbox(app.default_spec, label="Model: 'demo', 'fixture:<name>', a checkpoint or a directory",
                           elem_id="model_spec")
         load = gr.Button("Load the model", size="sm")
+    return dict(model_info=model_info, spec=spec, load=load)
+
+
+def _subject_controls() -> dict:
     with gr.Row():
         seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="seed")
         show = gr.Button("Show the sample", elem_id="show")
@@ -130,6 +146,10 @@ def _controls(app: EditorApp) -> dict:
         upload_file = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="upload")
         steps = gr.Number(200, label="Inversion steps", precision=0, minimum=1)
         invert = gr.Button("Invert and edit it")
+    return dict(seed=seed, show=show, upload_file=upload_file, steps=steps, invert=invert)
+
+
+def _region_controls(presets: list[str]) -> dict:
     with gr.Tabs():
         with gr.Tab("Box"):
             box = gr.Textbox("", label="Box: row0, col0, row1, col1 (model pixels, end excluded)", elem_id="box")
@@ -140,15 +160,17 @@ def _controls(app: EditorApp) -> dict:
                                     canvas_size=(core.DISPLAY_SIZE, core.DISPLAY_SIZE), label="Paint the region",
                                     elem_id="brush")
             use_brush = gr.Button("Use the painted region")
+    return dict(box=box, preset=preset, editor=editor, use_brush=use_brush)
+
+
+def _method_controls() -> dict:
     method = gr.Dropdown([(label, key) for key, label in core.METHOD_LABELS.items()], value="resefa",
                          label="Method", elem_id="method")
     num = gr.Slider(1, 64, 16, step=1, label="Samples N (the image shown and N - 1 more from the seed)",
                     elem_id="num_samples")
     k = gr.Slider(1, core.K_MAX, 5, step=1, label="Directions shown (top k)", elem_id="k")
     compute = gr.Button("Compute the directions", variant="primary", elem_id="compute")
-    return dict(model_info=model_info, spec=spec, load=load, seed=seed, show=show, upload_file=upload_file,
-                steps=steps, invert=invert, box=box, preset=preset, editor=editor, use_brush=use_brush,
-                method=method, num=num, k=k, compute=compute)
+    return dict(method=method, num=num, k=k, compute=compute)
 
 
 def _subject_outputs(p: dict, session: core.Session, message: str) -> dict:
@@ -171,22 +193,40 @@ def _region_outputs(p: dict, session: core.Session) -> dict:
     return out
 
 
-def _wire(app: EditorApp, page: gr.Blocks, p: dict) -> None:
-    status, sliders = p["status"], p["sliders"]
-    subject_out = [p["state"], status, p["view"], p["spectrum"], p["editor"], *sliders]
-    region_out = [p["state"], status, p["view"], p["spectrum"], *sliders]
+def _subject_targets(p: dict) -> list:
+    """The widgets :func:`_subject_outputs` updates."""
+    return [p["state"], p["status"], p["view"], p["spectrum"], p["editor"], *p["sliders"]]
 
-    @guarded(status)
+
+def _region_targets(p: dict) -> list:
+    """The widgets :func:`_region_outputs` updates."""
+    return [p["state"], p["status"], p["view"], p["spectrum"], *p["sliders"]]
+
+
+def _wire(app: EditorApp, page: gr.Blocks, p: dict) -> None:
+    """Connects every interaction's handlers to the page, in this order (gradio numbers the events so)."""
+    _wire_subject(app, page, p)
+    _wire_upload(app, p)
+    _wire_click(app, p)
+    _wire_region(app, p)
+    _wire_compute(app, p)
+    _wire_sliders(app, p)
+    _wire_export(app, p)
+
+
+def _wire_subject(app: EditorApp, page: gr.Blocks, p: dict) -> None:
+    """The page's first subject, a sample by seed, and loading another model."""
+    @guarded(p["status"])
     def on_start(state):
         session = app.session(state)
         return _subject_outputs(p, session, f"Showing {session.source}. {app.load_error or ''}")
 
-    @guarded(status)
+    @guarded(p["status"])
     def on_seed(state, seed):
         session = core.select_seed(app.session(state), seed)
         return _subject_outputs(p, session, f"Showing {session.source}; draw a region{_kept(session)}.")
 
-    @guarded(status)
+    @guarded(p["status"])
     def on_load(spec):
         model = app.model(spec)
         session = core.new_session(model, 0)
@@ -195,50 +235,92 @@ def _wire(app: EditorApp, page: gr.Blocks, p: dict) -> None:
         out[p["preset"]] = gr.update(choices=core.preset_names(model), value=None)
         return out
 
-    @guarded(status)
-    def on_upload(state, path, steps, progress=gr.Progress()):
+    subject_out = _subject_targets(p)
+    page.load(on_start, [p["state"]], subject_out, api_visibility="private")
+    p["show"].click(on_seed, [p["state"], p["seed"]], subject_out, api_name="show_sample")
+    p["seed"].submit(on_seed, [p["state"], p["seed"]], subject_out, api_visibility="private")
+    p["load"].click(on_load, [p["spec"]], subject_out + [p["model_info"], p["preset"]], api_name="load_model")
+
+
+def _wire_upload(app: EditorApp, p: dict) -> None:
+    """Inverting an uploaded photo and making it the subject."""
+    # gradio finds its progress tracker by the type of this default (its documented idiom): a call.
+    @guarded(p["status"])
+    def on_upload(state, path, steps, progress=gr.Progress()):  # noqa: B008
         if not path:
             raise core.AppError("Choose an image file to upload first.")
         session = core.upload(app.session(state), path, steps, lambda f, d: progress(f, desc=d))
         return _subject_outputs(p, session, f"Showing the inverted {session.source}; draw a region{_kept(session)}.")
 
-    @guarded(status)
+    p["invert"].click(on_upload, [p["state"], p["upload_file"], p["steps"]], _subject_targets(p), api_name="upload")
+
+
+def _wire_click(app: EditorApp, p: dict) -> None:
+    """A box drawn by two clicks on the image."""
+    @guarded(p["status"])
     def on_click(state, evt: gr.SelectData):
         session = core.click(app.session(state), evt.index[0], evt.index[1])
         if session.corner is not None:
-            return {p["state"]: session, status: f"First corner at row {session.corner[0]}, column "
-                                                 f"{session.corner[1]}; click the opposite corner."}
+            return {p["state"]: session, p["status"]: f"First corner at row {session.corner[0]}, column "
+                                                      f"{session.corner[1]}; click the opposite corner."}
         out = _region_outputs(p, session)
         out[p["box"]] = ", ".join(str(v) for v in _box_of(session))
         return out
 
-    @guarded(status)
+    p["view"].select(on_click, [p["state"]], _region_targets(p) + [p["box"]], api_visibility="private")
+
+
+def _wire_region(app: EditorApp, p: dict) -> None:
+    """A region typed as a box, picked as a preset, or painted with the brush."""
+    @guarded(p["status"])
     def on_box(state, text):
         return _region_outputs(p, core.set_box(app.session(state), *core.parse_box(text)))
 
-    @guarded(status)
+    @guarded(p["status"])
     def on_preset(state, name):
         if not name:
             return {}
         return _region_outputs(p, core.set_preset(app.session(state), name))
 
-    @guarded(status)
+    @guarded(p["status"])
     def on_brush(state, value):
         layers = (value or {}).get("layers") or []
         return _region_outputs(p, core.set_brush(app.session(state), layers))
 
-    @guarded(status)
-    def on_compute(state, method, num, k, progress=gr.Progress()):
+    region_out = _region_targets(p)
+    p["box"].submit(on_box, [p["state"], p["box"]], region_out, api_name="set_box")
+    p["preset"].input(on_preset, [p["state"], p["preset"]], region_out, api_name="set_preset")
+    p["use_brush"].click(on_brush, [p["state"], p["editor"]], region_out, api_name="set_brush")
+
+
+def _compute_outputs(p: dict, session: core.Session, method: str, num) -> dict:
+    """The page after computing: the view, the spectrum and one labelled slider per direction."""
+    r = core.slider_range(session.model)
+    labels = core.slider_labels(session)
+    out = {p["state"]: session, p["view"]: core.render_view(session), p["spectrum"]: _spectrum(session),
+           p["status"]: f"{core.METHOD_LABELS[method]}: {len(labels)} directions for the {session.region} from "
+                        f"{int(num)} samples. Move the sliders."}
+    for i, s in enumerate(p["sliders"]):
+        out[s] = gr.update(visible=i < len(labels), label=labels[i] if i < len(labels) else f"#{i + 1}",
+                           minimum=-r, maximum=r, step=r / 60, value=0)
+    return out
+
+
+def _wire_compute(app: EditorApp, p: dict) -> None:
+    """Computing the directions of the marked region."""
+    # gradio finds its progress tracker by the type of this default (its documented idiom): a call.
+    @guarded(p["status"])
+    def on_compute(state, method, num, k, progress=gr.Progress()):  # noqa: B008
         session = core.compute(app.session(state), method, num, k, lambda f, d: progress(f, desc=d))
-        r = core.slider_range(session.model)
-        labels = core.slider_labels(session)
-        out = {p["state"]: session, p["view"]: core.render_view(session), p["spectrum"]: _spectrum(session),
-               status: f"{core.METHOD_LABELS[method]}: {len(labels)} directions for the {session.region} from "
-                       f"{int(num)} samples. Move the sliders."}
-        for i, s in enumerate(sliders):
-            out[s] = gr.update(visible=i < len(labels), label=labels[i] if i < len(labels) else f"#{i + 1}",
-                               minimum=-r, maximum=r, step=r / 60, value=0)
-        return out
+        return _compute_outputs(p, session, method, num)
+
+    inputs = [p["state"], p["method"], p["num"], p["k"]]
+    p["compute"].click(on_compute, inputs, _region_targets(p), api_name="compute")
+
+
+def _wire_sliders(app: EditorApp, p: dict) -> None:
+    """Live edits as the sliders (or the outline checkbox) move, and resetting them."""
+    status, sliders = p["status"], p["sliders"]
 
     @guarded(status)
     def on_edit(state, outline, *alphas):
@@ -250,6 +332,15 @@ def _wire(app: EditorApp, page: gr.Blocks, p: dict) -> None:
         out.update({s: 0 for s in sliders})
         return out
 
+    gr.on([s.input for s in sliders] + [p["outline"].input], on_edit, [p["state"], p["outline"], *sliders],
+          [p["view"], status], api_name="edit", trigger_mode="always_last", show_progress="hidden")
+    p["reset"].click(on_reset, [p["state"], p["outline"]], [p["view"], status, *sliders], api_name="reset")
+
+
+def _wire_export(app: EditorApp, p: dict) -> None:
+    """Downloads: the directions as .npy and the current edit as a GIF."""
+    status = p["status"]
+
     @guarded(status)
     def on_npy(state):
         path = core.export_npy(app.session(state))
@@ -260,21 +351,8 @@ def _wire(app: EditorApp, page: gr.Blocks, p: dict) -> None:
         path = core.export_gif(app.session(state), alphas)
         return {p["gif_file"]: str(path), status: f"Wrote {path.name}."}
 
-    page.load(on_start, [p["state"]], subject_out, api_visibility="private")
-    p["show"].click(on_seed, [p["state"], p["seed"]], subject_out, api_name="show_sample")
-    p["seed"].submit(on_seed, [p["state"], p["seed"]], subject_out, api_visibility="private")
-    p["load"].click(on_load, [p["spec"]], subject_out + [p["model_info"], p["preset"]], api_name="load_model")
-    p["invert"].click(on_upload, [p["state"], p["upload_file"], p["steps"]], subject_out, api_name="upload")
-    p["view"].select(on_click, [p["state"]], region_out + [p["box"]], api_visibility="private")
-    p["box"].submit(on_box, [p["state"], p["box"]], region_out, api_name="set_box")
-    p["preset"].input(on_preset, [p["state"], p["preset"]], region_out, api_name="set_preset")
-    p["use_brush"].click(on_brush, [p["state"], p["editor"]], region_out, api_name="set_brush")
-    p["compute"].click(on_compute, [p["state"], p["method"], p["num"], p["k"]], region_out, api_name="compute")
-    gr.on([s.input for s in sliders] + [p["outline"].input], on_edit, [p["state"], p["outline"], *sliders],
-          [p["view"], status], api_name="edit", trigger_mode="always_last", show_progress="hidden")
-    p["reset"].click(on_reset, [p["state"], p["outline"]], [p["view"], status, *sliders], api_name="reset")
     p["npy_button"].click(on_npy, [p["state"]], [p["npy_file"], status], api_name="export_npy")
-    p["gif_button"].click(on_gif, [p["state"], *sliders], [p["gif_file"], status], api_name="export_gif")
+    p["gif_button"].click(on_gif, [p["state"], *p["sliders"]], [p["gif_file"], status], api_name="export_gif")
 
 
 def _kept(session: core.Session) -> str:

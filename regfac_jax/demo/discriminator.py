@@ -122,7 +122,10 @@ class Discriminator(nn.Module):
         res = self.img_resolution
         if img.ndim != 4 or img.shape[1:3] != (res, res):
             raise ValueError(f"Discriminator expects images [N, {res}, {res}, C]; got {tuple(img.shape)}.")
-        ch = lambda r: channels_at(r, self.channel_base, self.channel_max)  # noqa: E731
+
+        def ch(r):
+            return channels_at(r, self.channel_base, self.channel_max)
+
         x = Conv(ch(res), 1, name="fromrgb")(img)
         r = res
         while r > 4:

@@ -176,7 +176,10 @@ def distribution_check(gen, num: int = 512, seed: int = 0, truncation_psi: float
     fake = np.concatenate([np.asarray(gen.generate(z[i:i + 64], truncation_psi=truncation_psi))
                            for i in range(0, num, 64)])
     rs, fs = faces.region_statistics(real), faces.region_statistics(fake)
-    r3 = lambda v: [round(float(x), 3) for x in v]  # noqa: E731
+
+    def r3(v):
+        return [round(float(x), 3) for x in v]
+
     return {k: {"real_mean": r3(rs[k].mean(0)), "fake_mean": r3(fs[k].mean(0)),
                 "real_std": r3(rs[k].std(0)), "fake_std": r3(fs[k].std(0))} for k in rs}
 
@@ -193,7 +196,8 @@ def write_sample_docs(gen, directory: str | os.PathLike, seed: int = 0) -> str:
     z = jax.random.normal(jax.random.key(seed + 1), (64, gen.z_dim))
     fake = np.asarray(gen.generate(z)).reshape(8, 8, res, res, 3)
     io_utils.save_png(directory / "samples.png", image_grid(fake, scale=3))
-    io_utils.save_png(directory / "real.png", image_grid(faces.faces(seed + 1, 64, res).reshape(8, 8, res, res, 3), scale=3))
+    real = faces.faces(seed + 1, 64, res).reshape(8, 8, res, res, 3)
+    io_utils.save_png(directory / "real.png", image_grid(real, scale=3))
     stats = distribution_check(gen, seed=seed)
     io_utils.write_json(directory / "distribution.json", stats)
     return format_distribution(stats)
@@ -201,7 +205,9 @@ def write_sample_docs(gen, directory: str | os.PathLike, seed: int = 0) -> str:
 
 def format_distribution(stats: dict) -> str:
     """The distribution check as a markdown table (mean over images, and spread across images in brackets)."""
-    fmt = lambda v: ", ".join(f"{x:+.2f}" for x in v)  # noqa: E731
+    def fmt(v):
+        return ", ".join(f"{x:+.2f}" for x in v)
+
     lines = ["| region | real: mean R, G, B, within-region std [spread across images] | generated: same |",
              "|---|---|---|"]
     for region, s in stats.items():
@@ -315,35 +321,60 @@ METHOD_NAMES = {"resefa": "ReSeFa", "lowrankgan": "LowRankGAN", "jacobian_eig": 
                 "ganspace": "GANSpace"}
 
 
-def _write_grids(gen, fn, directory: pathlib.Path, region: str, dirs: dict, steps: dict, w_eval, cfg,
-                 mask=None) -> None:
-    """Edit grids for one region, labelled and with the region's outline: every method on one sample
-    (``compare_*.png``), ReSeFa on several (``resefa_*.png``, and a GIF without labels)."""
+@dataclasses.dataclass(frozen=True)
+class _RegionEdits:
+    """What one region's grids draw.
+
+    Attributes:
+      region: the region's name (in the file names and titles).
+      dirs: ``{method: [w_dim]}`` each method's top direction.
+      steps: ``{method: [num_eval]}`` each method's calibrated steps on the held-out samples.
+      mask: ``[res, res]`` the region, outlined on every tile.
+    """
+
+    region: str
+    dirs: dict
+    steps: dict
+    mask: np.ndarray
+
+
+def _render_edits(gen, fn, w: np.ndarray, direction: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """Images ``[n, m, H, W, C]`` of samples ``w [n, w_dim]`` moved by ``alphas [m]`` x ``direction``."""
     from regfac_jax import metrics
 
+    lat = w[:, None] + alphas[None, :, None] * direction[None, None]
+    images = np.asarray(metrics.render(fn, lat.reshape(-1, lat.shape[-1])))
+    return images.reshape(len(w), len(alphas), *gen_shape(gen))
+
+
+def _compare_grid(gen, fn, edits: _RegionEdits, w_eval, cfg) -> np.ndarray:
+    """Every method's top direction on the first held-out sample, ±grid_scale x its median step."""
     rows, labels = [], []
-    multiples = np.linspace(-cfg.grid_scale, cfg.grid_scale, cfg.grid_steps)
     for method in METHOD_NAMES:
-        a = cfg.grid_scale * float(np.median(steps[method]))
+        a = cfg.grid_scale * float(np.median(edits.steps[method]))
         alphas = np.linspace(-a, a, cfg.grid_steps, dtype=np.float32)
-        rows.append(np.asarray(metrics.render(fn, w_eval[0][None] + alphas[:, None] * dirs[method][None])))
+        rows.append(_render_edits(gen, fn, w_eval[:1], edits.dirs[method], alphas)[0])
         labels.append(f"{METHOD_NAMES[method]} (±{a:.3g})")
-    io_utils.save_png(directory / f"compare_{region}.png", plots.labelled_grid(
-        np.stack(rows), labels, [f"{m}×" for m in plots.format_steps(multiples)], outline=mask, scale=4,
-        title=f"{region}: each method's top direction on one held-out sample",
-        xlabel="step, in multiples of the method's calibrated step (largest step in brackets)"))
-    a = cfg.grid_scale * float(np.median(steps["resefa"]))
+    multiples = np.linspace(-cfg.grid_scale, cfg.grid_scale, cfg.grid_steps)
+    return plots.labelled_grid(
+        np.stack(rows), labels, [f"{m}×" for m in plots.format_steps(multiples)], outline=edits.mask, scale=4,
+        title=f"{edits.region}: each method's top direction on one held-out sample",
+        xlabel="step, in multiples of the method's calibrated step (largest step in brackets)")
+
+
+def _write_grids(gen, fn, directory: pathlib.Path, edits: _RegionEdits, w_eval, cfg) -> None:
+    """Edit grids for one region, labelled and with the region's outline: every method on one sample
+    (``compare_*.png``), ReSeFa on several (``resefa_*.png``, and a GIF without labels)."""
+    region, samples = edits.region, w_eval[:cfg.grid_samples]
+    io_utils.save_png(directory / f"compare_{region}.png", _compare_grid(gen, fn, edits, w_eval, cfg))
+    a = cfg.grid_scale * float(np.median(edits.steps["resefa"]))
     alphas = np.linspace(-a, a, cfg.grid_steps, dtype=np.float32)
-    lat = w_eval[:cfg.grid_samples, None] + alphas[None, :, None] * dirs["resefa"][None, None]
-    imgs = np.asarray(metrics.render(fn, lat.reshape(-1, lat.shape[-1]))).reshape(
-        cfg.grid_samples, cfg.grid_steps, *gen_shape(gen))
+    imgs = _render_edits(gen, fn, samples, edits.dirs["resefa"], alphas)
     io_utils.save_png(directory / f"resefa_{region}.png", plots.labelled_grid(
-        imgs, [f"sample {i + 1}" for i in range(cfg.grid_samples)], plots.format_steps(alphas), outline=mask,
-        scale=4, title=f"{region}: ReSeFa's top direction on held-out samples", xlabel="step"))
+        imgs, [f"sample {i + 1}" for i in range(cfg.grid_samples)], plots.format_steps(alphas),
+        outline=edits.mask, scale=4, title=f"{region}: ReSeFa's top direction on held-out samples", xlabel="step"))
     sweep = np.concatenate([np.linspace(0, a, 5), np.linspace(a, -a, 9)[1:], np.linspace(-a, 0, 5)[1:-1]])
-    lat = w_eval[:cfg.grid_samples, None] + sweep.astype(np.float32)[None, :, None] * dirs["resefa"][None, None]
-    frames = np.asarray(metrics.render(fn, lat.reshape(-1, lat.shape[-1]))).reshape(
-        cfg.grid_samples, len(sweep), *gen_shape(gen))
+    frames = _render_edits(gen, fn, samples, edits.dirs["resefa"], sweep.astype(np.float32))
     io_utils.save_gif(directory / f"resefa_{region}.gif",
                       [image_grid(frames[:, t][None], scale=4) for t in range(len(sweep))], pingpong=False)
 
@@ -374,7 +405,10 @@ def format_table(report: dict) -> str:
 def format_markdown(report: dict) -> str:
     """The locality and robustness tables in markdown (what the README carries)."""
     methods = ("resefa", "lowrankgan", "jacobian_eig", "sefa", "ganspace")
-    cell = lambda r: f"{r['share']['mean']:.3f} ± {r['share']['std']:.3f} ({r['rms_out']['mean']:.3f})"  # noqa: E731
+
+    def cell(r):
+        return f"{r['share']['mean']:.3f} ± {r['share']['std']:.3f} ({r['rms_out']['mean']:.3f})"
+
     lines = ["| region | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for region, res in report["regions"].items():
         lines.append(f"| {region} | " + " | ".join(cell(res[m]) for m in methods) + " |")
@@ -394,6 +428,75 @@ _VARIANT_NAMES = {"one_sample": "one discovery sample", "box_larger": "box 20% l
                   "box_shifted": "box shifted by 20%"}
 
 
+def _claim(workdir: pathlib.Path, config: DemoConfig, gen, overwrite: bool):
+    """Claims ``workdir`` for this run (config, weights digest); another run's only if ``overwrite``."""
+    description = {"config": dataclasses.asdict(config), io_utils.WEIGHTS_KEY: io_utils.tree_digest(gen.params),
+                   "generator_config": gen.config}
+    return io_utils.claim_workdir(workdir, description, overwrite=overwrite)  # the launcher: --config.overwrite
+
+
+def _find_directions(gen, grams: dict, masks: np.ndarray, config: DemoConfig) -> tuple[dict, list]:
+    """Every method's direction per region (with SeFa's and GANSpace's candidate indices), and the
+    ``(region, variant, method, direction)`` edits to measure ('main', then robustness variants)."""
+    from regfac_jax import baselines
+
+    candidates = {"sefa": baselines.sefa(gen.params, k=config.top_candidates),
+                  "ganspace": baselines.ganspace(_sample_w(gen, config.seed + 2, config.num_ganspace, 1.0),
+                                                 k=config.top_candidates)}
+    jobs, all_dirs = [], {}
+    for r, region in enumerate(config.regions):
+        dirs = _methods_for_region(gen, grams, r, config, masks[r], candidates)
+        all_dirs[region] = dirs
+        jobs += [(region, "main", m, dirs[m]) for m in baselines.METHODS]
+        if config.robustness:
+            for variant, vd in _robustness_directions(grams, r, len(config.regions), config).items():
+                jobs += [(region, variant, m, vd[m]) for m in vd]
+    return all_dirs, jobs
+
+
+def _measure(fn, jobs: list, w_eval: np.ndarray, masks: np.ndarray, config: DemoConfig,
+             progress: bool) -> tuple[dict, dict]:
+    """The locality of every edit on the held-out samples.
+
+    Returns:
+      ``(report, steps)``: the report's numbers, and ``{region: {method: calibrated steps [N]}}``.
+    """
+    import jax.numpy as jnp
+    from tqdm.auto import tqdm
+
+    from regfac_jax import metrics
+
+    report = {"regions": {}, "robustness": {}, "config": dataclasses.asdict(config)}
+    steps = {region: {} for region in config.regions}
+    for region, variant, method, direction in tqdm(jobs, desc="measure locality", unit="edit", disable=not progress):
+        res = metrics.locality(fn, jnp.asarray(w_eval), direction, masks[config.regions.index(region)],
+                               config.target_rms, iters=config.calibration_iters)
+        summary = metrics.summarize(res)
+        if variant == "main":
+            report["regions"].setdefault(region, {})[method] = summary
+            steps[region][method] = res["step"]
+        else:
+            report["robustness"].setdefault(region, {}).setdefault(variant, {})[method] = summary
+    return report, steps
+
+
+def _write_results(workdir: pathlib.Path, report: dict, all_dirs: dict, t0: float) -> None:
+    """Writes ``directions.npz``, ``locality.json``, ``report.json`` (with the seconds since ``t0``)
+    and ``locality.md``."""
+    from regfac_jax import baselines
+
+    regions = list(all_dirs)
+    buf = io.BytesIO()
+    np.savez(buf, **{f"{reg}.{m}": all_dirs[reg][m] for reg in regions for m in baselines.METHODS})
+    io_utils.write_bytes(workdir / "directions.npz", buf.getvalue())
+    locality = {reg: {m: round(report["regions"][reg][m]["share"]["mean"], 4) for m in baselines.METHODS}
+                for reg in regions}
+    report["seconds"] = round(time.time() - t0, 1)
+    io_utils.write_json(workdir / "locality.json", locality)
+    io_utils.write_json(workdir / "report.json", report)
+    io_utils.write_bytes(workdir / "locality.md", (format_markdown(report) + "\n").encode())
+
+
 def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig(), gen=None, overwrite: bool = False,
              progress: bool = True, write_images: bool = True) -> dict:
     """Finds ReSeFa and baseline directions on the shipped model, measures their locality, writes the results.
@@ -409,60 +512,25 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig(), gen=
       The report dict (also written as ``report.json``); ``locality.json`` holds ``{region: {method: share}}``.
     """
     import jax.numpy as jnp
-    from tqdm.auto import tqdm
 
-    from regfac_jax import baselines, metrics
-
-    t0 = time.time()
-    workdir = pathlib.Path(workdir)
+    t0, workdir = time.time(), pathlib.Path(workdir)
     gen = load_demo_generator() if gen is None else gen
-    description = {"config": dataclasses.asdict(config), io_utils.WEIGHTS_KEY: io_utils.tree_digest(gen.params),
-                   "generator_config": gen.config}
-    claim = io_utils.claim_workdir(workdir, description, overwrite=overwrite)  # the launcher: --config.overwrite
+    claim = _claim(workdir, config, gen, overwrite)
     fn = gen.latent_fn("w")
     w_disc = _sample_w(gen, config.seed, config.num_discovery, config.truncation_psi)
     w_eval = _sample_w(gen, config.seed + 1, config.num_eval, config.truncation_psi)
     masks = _demo_masks(config, gen.img_resolution)
     grams = _compute_grams(fn, jnp.asarray(w_disc), masks, progress)
-    candidates = {"sefa": baselines.sefa(gen.params, k=config.top_candidates),
-                  "ganspace": baselines.ganspace(_sample_w(gen, config.seed + 2, config.num_ganspace, 1.0),
-                                                 k=config.top_candidates)}
-    nreg = len(config.regions)
-    jobs = []
-    all_dirs = {}
-    for r, region in enumerate(config.regions):
-        dirs = _methods_for_region(gen, grams, r, config, masks[r], candidates)
-        all_dirs[region] = dirs
-        jobs += [(region, "main", m, dirs[m]) for m in baselines.METHODS]
-        if config.robustness:
-            for variant, vd in _robustness_directions(grams, r, nreg, config).items():
-                jobs += [(region, variant, m, vd[m]) for m in vd]
-    report = {"regions": {}, "robustness": {}, "config": dataclasses.asdict(config)}
-    steps = {region: {} for region in config.regions}
-    for region, variant, method, direction in tqdm(jobs, desc="measure locality", unit="edit", disable=not progress):
-        mask = masks[config.regions.index(region)]
-        res = metrics.locality(fn, jnp.asarray(w_eval), direction, mask, config.target_rms,
-                               iters=config.calibration_iters)
-        summary = metrics.summarize(res)
-        if variant == "main":
-            report["regions"].setdefault(region, {})[method] = summary
-            steps[region][method] = res["step"]
-        else:
-            report["robustness"].setdefault(region, {}).setdefault(variant, {})[method] = summary
+    all_dirs, jobs = _find_directions(gen, grams, masks, config)
+    report, steps = _measure(fn, jobs, w_eval, masks, config, progress)
     for region in config.regions:
-        report["regions"][region]["candidate_index"] = {m: all_dirs[region][f"{m}_index"] for m in ("sefa", "ganspace")}
+        chosen = {m: all_dirs[region][f"{m}_index"] for m in ("sefa", "ganspace")}
+        report["regions"][region]["candidate_index"] = chosen
         if write_images:
-            _write_grids(gen, fn, workdir, region, all_dirs[region], steps[region], w_eval, config,
-                         mask=masks[config.regions.index(region)])
-    buf = io.BytesIO()
-    np.savez(buf, **{f"{reg}.{m}": all_dirs[reg][m] for reg in config.regions for m in baselines.METHODS})
-    io_utils.write_bytes(workdir / "directions.npz", buf.getvalue())
-    locality = {reg: {m: round(report["regions"][reg][m]["share"]["mean"], 4) for m in baselines.METHODS}
-                for reg in config.regions}
-    report["seconds"] = round(time.time() - t0, 1)
-    io_utils.write_json(workdir / "locality.json", locality)
-    io_utils.write_json(workdir / "report.json", report)
-    io_utils.write_bytes(workdir / "locality.md", (format_markdown(report) + "\n").encode())
+            mask = masks[config.regions.index(region)]
+            edits = _RegionEdits(region, all_dirs[region], steps[region], mask)
+            _write_grids(gen, fn, workdir, edits, w_eval, config)
+    _write_results(workdir, report, all_dirs, t0)
     report["table"] = format_table(report)
     claim.release()
     return report

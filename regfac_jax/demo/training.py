@@ -216,32 +216,36 @@ def _export_info(state: TrainState, cfg: TrainConfig, run, meta: dict) -> dict:
             "note": "resumable: rerunning the command continues from the newest checkpoint in --workdir"}
 
 
-def train_and_export(run, workdir, progress: bool = True) -> dict:
-    """Trains the demo generator from the newest checkpoint in ``workdir``, then exports it if asked.
-
-    Args:
-      run: an ``experiments/configs/train_demo.py`` config (any object with its fields): ``steps``,
-        ``max_minutes``, ``batch``, ``seed``, ``ckpt_every``, ``tiny``, ``export`` and ``docs`` (None = skip).
-      workdir: checkpoints (``state.msgpack``, ``state.json``), written every ``ckpt_every`` steps and at exit.
-      progress: show a progress bar with the losses.
+def _checkpoint(workdir, state: TrainState, run, metrics: dict, train_seconds: float) -> dict:
+    """Saves ``state`` to ``workdir`` with its meta (seconds trained, batch, seed, last losses).
 
     Returns:
-      ``{"step", "images_seen", "train_minutes", "last_metrics", "docs_report"}``.
+      The meta.
+    """
+    from regfac_jax.demo import runner
+
+    meta = {"train_seconds": train_seconds, "batch": run.batch, "seed": run.seed,
+            "last_metrics": {k: float(v) for k, v in metrics.items()}}
+    runner.save_training(workdir, state, meta)
+    return meta
+
+
+def _train(state: TrainState, gen, cfg: TrainConfig, run, workdir, meta: dict, progress: bool):
+    """Steps from ``state.step`` to ``run.steps`` (or for ``run.max_minutes``), checkpointing every
+    ``ckpt_every`` steps and at the end.
+
+    Returns:
+      The final state and the meta of its checkpoint.
     """
     import concurrent.futures
     import time
 
     from tqdm.auto import tqdm
 
-    from regfac_jax.demo import faces, runner
+    from regfac_jax.demo import faces
 
-    g_config = runner.demo_generator_config(tiny=run.tiny)
-    syn = g_config["synthesis_kwargs"]
-    cfg = TrainConfig(batch_size=run.batch, d_channel_base=syn["channel_base"], d_channel_max=syn["channel_max"])
-    state, meta = runner.restore_training(workdir, g_config, cfg, run.seed)
-    gen = ema_generator(state, g_config)
     start = int(state.step)
-    stream = faces.batches(run.seed, run.batch, g_config["img_resolution"], start=start)
+    stream = faces.batches(run.seed, run.batch, gen.img_resolution, start=start)
     deadline, t0, seconds = time.time() + 60 * run.max_minutes, time.time(), meta.get("train_seconds", 0.0)
     with concurrent.futures.ThreadPoolExecutor(1) as pool, tqdm(total=run.steps, initial=start, unit="step",
                                                                   desc="train demo GAN", disable=not progress) as bar:
@@ -256,12 +260,32 @@ def train_and_export(run, workdir, progress: bool = True) -> dict:
                 bar.set_postfix({k: f"{float(v):.3f}" for k, v in metrics.items()})
             done = step + 1 == run.steps or time.time() > deadline
             if (step + 1) % run.ckpt_every == 0 or done:
-                meta = {"train_seconds": seconds + time.time() - t0, "batch": run.batch, "seed": run.seed,
-                        "last_metrics": {k: float(v) for k, v in metrics.items()}}
-                runner.save_training(workdir, state, meta)
+                meta = _checkpoint(workdir, state, run, metrics, seconds + time.time() - t0)
             if done:
                 break
     meta.setdefault("train_seconds", seconds)
+    return state, meta
+
+
+def train_and_export(run, workdir, progress: bool = True) -> dict:
+    """Trains the demo generator from the newest checkpoint in ``workdir``, then exports it if asked.
+
+    Args:
+      run: an ``experiments/configs/train_demo.py`` config (any object with its fields): ``steps``,
+        ``max_minutes``, ``batch``, ``seed``, ``ckpt_every``, ``tiny``, ``export`` and ``docs`` (None = skip).
+      workdir: checkpoints (``state.msgpack``, ``state.json``), written every ``ckpt_every`` steps and at exit.
+      progress: show a progress bar with the losses.
+
+    Returns:
+      ``{"step", "images_seen", "train_minutes", "last_metrics", "docs_report"}``.
+    """
+    from regfac_jax.demo import runner
+
+    g_config = runner.demo_generator_config(tiny=run.tiny)
+    syn = g_config["synthesis_kwargs"]
+    cfg = TrainConfig(batch_size=run.batch, d_channel_base=syn["channel_base"], d_channel_max=syn["channel_max"])
+    state, meta = runner.restore_training(workdir, g_config, cfg, run.seed)
+    state, meta = _train(state, ema_generator(state, g_config), cfg, run, workdir, meta, progress)
     report = {"step": int(state.step), "images_seen": int(state.step) * run.batch,
               "train_minutes": meta["train_seconds"] / 60, "last_metrics": meta.get("last_metrics", {}),
               "docs_report": None}
