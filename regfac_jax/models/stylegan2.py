@@ -31,6 +31,7 @@ import numpy as np
 from jax import lax
 
 from regfac_jax.models.base import StyleGANBase
+from regfac_jax.models.layers import FullyConnectedLayer, normalize_2nd_moment, torch_lerp
 from regfac_jax.ops.precision import matmul_precision as _prec
 from regfac_jax.ops.bias_act import ACTIVATIONS, activation_gain, bias_act
 from regfac_jax.ops.upfirdn2d import filter_size, setup_filter, upfirdn2d, upsample2d
@@ -183,17 +184,6 @@ def parse_config(config: dict) -> StyleGAN2Spec:
 # Pure functions
 # ---------------------------------------------------------------------------------------------------------
 
-def normalize_2nd_moment(x: jax.Array, eps: float = 1e-8) -> jax.Array:
-    """x [N, D] divided by its root mean square over D."""
-    return x * lax.rsqrt(jnp.mean(jnp.square(x), axis=1, keepdims=True) + eps)
-
-
-def _lerp(start: jax.Array, end: jax.Array, t: jax.Array) -> jax.Array:
-    """start + t * (end - start), evaluated as PyTorch's lerp does (from the nearer end)."""
-    diff = end - start
-    return jnp.where(jnp.abs(t) < 0.5, start + t * diff, end - diff * (1 - t))
-
-
 def _conv(x: jax.Array, w: jax.Array, padding, lhs_dilation=(1, 1)) -> jax.Array:
     return lax.conv_general_dilated(x, w, (1, 1), padding, lhs_dilation=lhs_dilation, dimension_numbers=_DIMS,
                                     precision=_prec())
@@ -277,30 +267,6 @@ def _normal(key, shape, dtype=jnp.float32):
     return jax.random.normal(key, shape, dtype)
 
 
-class FullyConnectedLayer(nn.Module):
-    """Equalised-learning-rate dense layer: weight [in, out] * lr/sqrt(in), bias * lr, activation."""
-
-    in_features: int
-    out_features: int
-    activation: str = "linear"
-    lr_multiplier: float = 1.0
-    bias_init: float = 0.0
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x [N, in] -> [N, out] in x's dtype."""
-        weight = self.param("weight", lambda k: _normal(k, (self.in_features, self.out_features)) / self.lr_multiplier)
-        bias = self.param("bias", lambda k: jnp.full((self.out_features,), self.bias_init, jnp.float32))
-        w = weight.astype(x.dtype) * (self.lr_multiplier / math.sqrt(self.in_features))
-        b = bias.astype(x.dtype)
-        if self.lr_multiplier != 1:
-            b = b * self.lr_multiplier
-        x = jnp.matmul(x, w, precision=_prec())
-        if self.activation == "linear":
-            return x + b
-        return bias_act(x, b, act=self.activation)
-
-
 class MappingNetwork(nn.Module):
     """z [N, z_dim] (+ c [N, c_dim]) -> ws [N, num_ws, w_dim], with truncation towards w_avg."""
 
@@ -328,7 +294,7 @@ class MappingNetwork(nn.Module):
         psi = jnp.asarray(truncation_psi, dtype)
         layers = np.zeros((s.num_ws,), bool)
         layers[slice(None, truncation_cutoff)] = True            # the official x[:, :truncation_cutoff]
-        truncated = jnp.where(layers[None, :, None], _lerp(w_avg, x, psi), x)
+        truncated = jnp.where(layers[None, :, None], torch_lerp(w_avg, x, psi), x)
         return jnp.where(psi == 1, x, truncated)
 
 
