@@ -105,7 +105,8 @@ def _write(workdir, x, files, result, seconds) -> dict:
     psnr, ssim = inversion.psnr(result.images, x), inversion.ssim(result.images, x)
     inversion.save_latents(workdir / "latents.npz", result, files)
     io_utils.save_png(workdir / "reconstructions.png", _grid(x, result.images))
-    report = {"images": [{"file": f, "psnr": float(p), "ssim": float(s)} for f, p, s in zip(files, psnr, ssim)],
+    rows = zip(files, psnr, ssim, strict=True)
+    report = {"images": [{"file": f, "psnr": float(p), "ssim": float(s)} for f, p, s in rows],
               "mean_psnr": float(np.mean(psnr)), "mean_ssim": float(np.mean(ssim)), "space": result.space,
               "steps": int(result.num_steps), "seconds": round(float(seconds), 2)}
     io_utils.write_json(workdir / "inversion.json", report)

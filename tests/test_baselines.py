@@ -29,7 +29,10 @@ def test_resefa_maximises_the_rayleigh_quotient():
     n = baselines.resefa(A, B, 3)
     assert n.shape == (3, 12)
     np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1.0, atol=1e-6)  # float32 rows normalised in float64
-    ratio = lambda v: (v @ A @ v) / (v @ B @ v)  # noqa: E731
+
+    def ratio(v):
+        return (v @ A @ v) / (v @ B @ v)
+
     top = ratio(n[0].astype(np.float64))
     # The top generalized eigenvalue from scipy-free numpy: eig(B^-1 A) in float64.
     expected = np.max(np.real(np.linalg.eigvals(np.linalg.solve(B, A))))
@@ -59,7 +62,9 @@ def test_ganspace_finds_the_axis_of_largest_variance():
 
 
 def _fake_stylegan2_params(rng, w_dim=6):
-    aff = lambda c: {"affine": {"weight": rng.standard_normal((w_dim, c))}}  # noqa: E731
+    def aff(c):
+        return {"affine": {"weight": rng.standard_normal((w_dim, c))}}
+
     return {"synthesis": {"b4": {"conv1": aff(5), "torgb": aff(5)},
                           "b8": {"conv0": aff(5), "conv1": aff(4), "torgb": aff(4)}}}
 

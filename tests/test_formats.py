@@ -622,7 +622,10 @@ def test_orbax_round_trip(tmp_path, sg2):
         checkpoint.save_generator(sg2["gen"], dest)
     back = checkpoint.load_generator(dest)
     assert back.kind == "stylegan2" and back.config == sg2["config"]
-    flat = lambda tree: {k: np.asarray(v) for k, v in flatten(tree).items()}  # noqa: E731
+
+    def flat(tree):
+        return {k: np.asarray(v) for k, v in flatten(tree).items()}
+
     for name in ("params", "buffers"):
         a, b = flat(getattr(sg2["gen"], name)), flat(getattr(back, name))
         assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a), name

@@ -80,8 +80,9 @@ def w_jacobian(gen, w, modulation=DEFAULT_MODULATION):
     if modulation == DEFAULT_MODULATION:
         fn = gen.latent_fn("w")
     else:
-        fn = lambda v: gen.synthesis_apply(gen.params, gen.buffers, jnp.broadcast_to(v, (1, gen.num_ws, gen.w_dim)),
-                                           modulation=modulation)[0]
+        def fn(v):
+            ws = jnp.broadcast_to(v, (1, gen.num_ws, gen.w_dim))
+            return gen.synthesis_apply(gen.params, gen.buffers, ws, modulation=modulation)[0]
     return np.asarray(jax.jit(jax.jacfwd(fn))(w)).transpose(2, 0, 1, 3)
 
 
@@ -203,7 +204,8 @@ def test_random_weight_models(config):
     np.testing.assert_array_equal(np.asarray(gen.synthesis(ws)), np.asarray(gen.synthesis(ws)))  # deterministic
     # eager (un-jitted) apply equals the jitted one up to XLA fusion differences
     eager = gen.synthesis_apply(gen.params, gen.buffers, ws)
-    assert max_abs(eager, imgs[MODULATIONS.index(DEFAULT_MODULATION)]) <= 1e-4 * max(1.0, float(jnp.max(jnp.abs(eager))))
+    scale = max(1.0, float(jnp.max(jnp.abs(eager))))
+    assert max_abs(eager, imgs[MODULATIONS.index(DEFAULT_MODULATION)]) <= 1e-4 * scale
     if config["c_dim"]:
         other = gen.mapping(z, np.roll(c, 1, axis=1), truncation_psi=0.5)
         assert max_abs(ws, other) > 1e-3  # the label changes w
@@ -219,7 +221,10 @@ def test_init_variables_match_the_converter_layout():
     config = tiny_config("resnet", c_dim=2)
     params, buffers = jax.eval_shape(lambda key: init_variables(config, key), jax.random.key(0))
     gen = convert_state_dict("stylegan2", random_state_dict(config), config)
-    shapes = lambda tree: jax.tree.map(lambda a: tuple(a.shape), tree)
+
+    def shapes(tree):
+        return jax.tree.map(lambda a: tuple(a.shape), tree)
+
     assert shapes(params) == shapes(gen.params) and shapes(buffers) == shapes(gen.buffers)
 
 

@@ -99,7 +99,8 @@ class StyleGANBase(Generator):
             raise ValueError(f"z must have shape [N, {self.z_dim}], got {tuple(z.shape)}.")
         if self.c_dim > 0:
             if c is None:
-                raise ValueError(f"This generator is conditional (c_dim={self.c_dim}); pass c of shape [N, {self.c_dim}].")
+                raise ValueError(f"This generator is conditional (c_dim={self.c_dim}); "
+                                 f"pass c of shape [N, {self.c_dim}].")
             c = jnp.asarray(c, jnp.float32)
             if c.shape != (z.shape[0], self.c_dim):
                 raise ValueError(f"c must have shape [{z.shape[0]}, {self.c_dim}], got {tuple(c.shape)}.")
@@ -157,7 +158,8 @@ class StyleGANBase(Generator):
                     raise ValueError(f"layers {bad} are outside this generator's 0..{self.num_ws - 1} "
                                      f"(num_ws={self.num_ws}).")
                 if base_ws is None:
-                    raise ValueError("space='w' with a layer subset needs base_ws [num_ws, w_dim] for the other layers.")
+                    raise ValueError("space='w' with a layer subset needs base_ws [num_ws, w_dim] for the other "
+                                     "layers.")
                 base = jnp.asarray(base_ws, jnp.float32)
                 if base.shape != (self.num_ws, self.w_dim):
                     raise ValueError(f"base_ws must be [{self.num_ws}, {self.w_dim}], got {tuple(base.shape)}.")

@@ -106,7 +106,8 @@ class StyleGAN2Spec:
 
 
 def _positive_int(value, name: str, allow_zero: bool = False) -> int:
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and (value > 0 or allow_zero and value == 0)
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and (
+        value > 0 or allow_zero and value == 0)
     if not ok:
         raise ValueError(f"StyleGAN2 config: {name} must be a {'non-negative' if allow_zero else 'positive'} "
                          f"integer, got {value!r}.")
@@ -134,14 +135,7 @@ def parse_config(config: dict) -> StyleGAN2Spec:
     Raises:
       ValueError: naming the offending entry when the config is not a valid StyleGAN2-ada generator config.
     """
-    if not isinstance(config, dict):
-        raise ValueError(f"StyleGAN2 config must be a dict of init_kwargs, got {type(config).__name__}.")
-    missing = sorted({"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"} - set(config))
-    unknown = sorted(set(config) - _TOP_KEYS)
-    if missing or unknown:
-        raise ValueError(f"StyleGAN2 config: missing {missing}, unknown {unknown}; expected the init_kwargs of "
-                         f"stylegan2-ada-pytorch training.networks.Generator ({sorted(_TOP_KEYS)}). A StyleGAN3 "
-                         "config (channel_base at top level, no synthesis_kwargs) needs kind='stylegan3'.")
+    _check_top_keys(config)
     mk = _sub_kwargs(config, "mapping_kwargs", _MAPPING_DEFAULTS)
     sk = _sub_kwargs(config, "synthesis_kwargs", _SYNTHESIS_DEFAULTS)
     res = _positive_int(config["img_resolution"], "img_resolution")
@@ -151,21 +145,10 @@ def parse_config(config: dict) -> StyleGAN2Spec:
     if _positive_int(config["z_dim"], "z_dim", allow_zero=True) + c_dim == 0:
         raise ValueError("StyleGAN2 config: z_dim and c_dim are both 0; the mapping network would have no input.")
     w_dim = _positive_int(config["w_dim"], "w_dim")
-    for name, act in (("mapping_kwargs.activation", mk["activation"]), ("synthesis_kwargs.activation", sk["activation"])):
-        if act not in ACTIVATIONS:
-            raise ValueError(f"StyleGAN2 config: {name} {act!r} is not one of {sorted(ACTIVATIONS)}.")
-    if sk["architecture"] not in ("orig", "skip", "resnet"):
-        raise ValueError(f"StyleGAN2 config: architecture must be 'orig', 'skip' or 'resnet', got {sk['architecture']!r}.")
+    _check_choices(mk, sk)
     kernel = _positive_int(sk["kernel_size"], "synthesis_kwargs.kernel_size")
-    base, cmax = _positive_int(sk["channel_base"], "channel_base"), _positive_int(sk["channel_max"], "channel_max")
-    resolutions = tuple(2 ** i for i in range(2, int(math.log2(res)) + 1))
-    channels = tuple(min(base // r, cmax) for r in resolutions)
-    if min(channels) < 1:
-        raise ValueError(f"StyleGAN2 config: channel_base {base} gives zero channels at {res}px; raise channel_base.")
-    num_layers = _positive_int(mk["num_layers"], "mapping_kwargs.num_layers")
-    embed = 0 if c_dim == 0 else _positive_int(w_dim if mk["embed_features"] is None else mk["embed_features"],
-                                               "mapping_kwargs.embed_features")
-    layer = _positive_int(w_dim if mk["layer_features"] is None else mk["layer_features"], "mapping_kwargs.layer_features")
+    resolutions, channels = _block_channels(sk, res)
+    num_layers, embed, layer = _mapping_features(mk, c_dim, w_dim)
     clamp = sk["conv_clamp"]
     if clamp is not None and (not isinstance(clamp, (int, float)) or clamp < 0):
         raise ValueError(f"StyleGAN2 config: conv_clamp must be None or a non-negative number, got {clamp!r}.")
@@ -178,6 +161,49 @@ def parse_config(config: dict) -> StyleGAN2Spec:
         resample_filter=tuple(np.asarray(sk["resample_filter"], np.float64).tolist()),
         conv_clamp=None if clamp is None else float(clamp), kernel_size=kernel, use_noise=bool(sk["use_noise"]),
         activation=sk["activation"], block_resolutions=resolutions, block_channels=channels)
+
+
+def _check_top_keys(config) -> None:
+    """Refuses anything but a dict holding the official Generator's top-level init_kwargs."""
+    if not isinstance(config, dict):
+        raise ValueError(f"StyleGAN2 config must be a dict of init_kwargs, got {type(config).__name__}.")
+    missing = sorted({"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"} - set(config))
+    unknown = sorted(set(config) - _TOP_KEYS)
+    if missing or unknown:
+        raise ValueError(f"StyleGAN2 config: missing {missing}, unknown {unknown}; expected the init_kwargs of "
+                         f"stylegan2-ada-pytorch training.networks.Generator ({sorted(_TOP_KEYS)}). A StyleGAN3 "
+                         "config (channel_base at top level, no synthesis_kwargs) needs kind='stylegan3'.")
+
+
+def _check_choices(mk: dict, sk: dict) -> None:
+    """The activations and the synthesis architecture must be ones the port implements."""
+    for name, act in (("mapping_kwargs.activation", mk["activation"]),
+                      ("synthesis_kwargs.activation", sk["activation"])):
+        if act not in ACTIVATIONS:
+            raise ValueError(f"StyleGAN2 config: {name} {act!r} is not one of {sorted(ACTIVATIONS)}.")
+    if sk["architecture"] not in ("orig", "skip", "resnet"):
+        raise ValueError("StyleGAN2 config: architecture must be 'orig', 'skip' or 'resnet', got "
+                         f"{sk['architecture']!r}.")
+
+
+def _block_channels(sk: dict, res: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(block resolutions 4..res, their channel counts min(channel_base // r, channel_max))."""
+    base, cmax = _positive_int(sk["channel_base"], "channel_base"), _positive_int(sk["channel_max"], "channel_max")
+    resolutions = tuple(2 ** i for i in range(2, int(math.log2(res)) + 1))
+    channels = tuple(min(base // r, cmax) for r in resolutions)
+    if min(channels) < 1:
+        raise ValueError(f"StyleGAN2 config: channel_base {base} gives zero channels at {res}px; raise channel_base.")
+    return resolutions, channels
+
+
+def _mapping_features(mk: dict, c_dim: int, w_dim: int) -> tuple[int, int, int]:
+    """(mapping layers, embedding features (0 without labels), hidden layer features)."""
+    num_layers = _positive_int(mk["num_layers"], "mapping_kwargs.num_layers")
+    embed = 0 if c_dim == 0 else _positive_int(w_dim if mk["embed_features"] is None else mk["embed_features"],
+                                               "mapping_kwargs.embed_features")
+    layer = _positive_int(w_dim if mk["layer_features"] is None else mk["layer_features"],
+                          "mapping_kwargs.layer_features")
+    return num_layers, embed, layer
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -248,7 +274,9 @@ def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, noise: 
         wmod = weight[None] * styles[:, None, None, :, None]
         if dcoefs is not None:
             wmod = wmod * dcoefs[:, None, None, None, :]
-        conv = lambda xi, wi: conv2d_resample(xi[None], wi, resample_filter, up, padding)[0]
+        def conv(xi, wi):  # one sample [H, W, I] with its own weight [kh, kw, I, O]
+            return conv2d_resample(xi[None], wi, resample_filter, up, padding)[0]
+
         x = jax.vmap(conv)(x, wmod)
     else:
         x = conv2d_resample(x * styles[:, None, None, :], weight, resample_filter, up, padding)
@@ -311,7 +339,8 @@ class SynthesisLayer(nn.Module):
     def __call__(self, x, w, noise_mode="const", key=None, modulation=DEFAULT_MODULATION, gain=1.0):
         """x [N, R/up, R/up, in], w [N, w_dim] -> [N, R, R, out]."""
         s, k, dtype = self.spec, self.spec.kernel_size, x.dtype
-        f = self.variable("buffers", "resample_filter", lambda: jnp.asarray(setup_filter(list(s.layer_filter(self.up)))))
+        f = self.variable("buffers", "resample_filter",
+                          lambda: jnp.asarray(setup_filter(list(s.layer_filter(self.up)))))
         styles = FullyConnectedLayer(s.w_dim, self.in_channels, bias_init=1.0, name="affine")(w)
         weight = self.param("weight", _normal, (k, k, self.in_channels, self.out_channels)).astype(dtype)
         noise = None
@@ -358,7 +387,8 @@ class SkipLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        f = self.variable("buffers", "resample_filter", lambda: jnp.asarray(setup_filter(list(self.spec.resample_filter))))
+        f = self.variable("buffers", "resample_filter",
+                          lambda: jnp.asarray(setup_filter(list(self.spec.resample_filter))))
         weight = self.param("weight", _normal, (1, 1, self.in_channels, self.out_channels)).astype(x.dtype)
         x = conv2d_resample(x, weight * (1 / math.sqrt(self.in_channels)), f.value.astype(x.dtype), up=2)
         return bias_act(x, None, gain=math.sqrt(0.5))
