@@ -151,7 +151,7 @@ def test_latent_fns_agree_with_generate_and_each_other(gen, fx):
         # same float32 network; only the embedding product is evaluated separately
         assert np.abs(y - img).max() <= 1e-5
     scale = np.abs(d_zc_z).max() + np.abs(d_zc_c).max()
-    assert scale > 1e-3
+    assert scale > 1e-3  # the derivatives are far from 0, so the relative comparisons below can fail
     # 'z' and 'class' are the two halves of 'z+class': same float32 program up to the concatenation. (A ReLU
     # kink flip between the two would show here; these are single directional derivatives, so the rank-1
     # argument of tests/parity.py does not apply. Both primal passes agree to ~1 ulp, so a flip needs a ReLU input
