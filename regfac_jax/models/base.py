@@ -71,13 +71,27 @@ class StyleGANBase(Generator):
     """Shared latent-space plumbing for StyleGAN2/3.
 
     Subclasses implement the two pure functions below (they must be jit-able and must not read ``self.params``
-    or ``self.buffers``: weights arrive as arguments), plus the size properties.
+    or ``self.buffers``: weights arrive as arguments), plus ``w_dim``, ``z_dim`` and ``c_dim``, and set ``spec``
+    (their parsed config, with ``num_ws``, ``img_resolution`` and ``img_channels``) in ``__post_init__``.
     """
 
-    num_ws: int
+    spec: Any
     w_dim: int
     z_dim: int
     c_dim: int
+
+    @property
+    def num_ws(self) -> int:
+        """How many w vectors synthesis takes (one per modulated layer, plus the last toRGB for StyleGAN2)."""
+        return self.spec.num_ws
+
+    @property
+    def img_resolution(self) -> int:
+        return self.spec.img_resolution
+
+    @property
+    def img_channels(self) -> int:
+        return self.spec.img_channels
 
     def mapping_apply(self, params, buffers, z, c, truncation_psi, truncation_cutoff) -> jax.Array:
         """z [N, z_dim], c [N, c_dim] -> ws [N, num_ws, w_dim]."""

@@ -472,10 +472,6 @@ class StyleGAN2Generator(StyleGANBase):
 
     # ---- sizes ------------------------------------------------------------------------------------
     @property
-    def num_ws(self) -> int:
-        return self.spec.num_ws
-
-    @property
     def w_dim(self) -> int:
         return self.spec.w_dim
 
@@ -486,14 +482,6 @@ class StyleGAN2Generator(StyleGANBase):
     @property
     def c_dim(self) -> int:
         return self.spec.c_dim
-
-    @property
-    def img_resolution(self) -> int:
-        return self.spec.img_resolution
-
-    @property
-    def img_channels(self) -> int:
-        return self.spec.img_channels
 
     # ---- pure functions ---------------------------------------------------------------------------
     def mapping_apply(self, params, buffers, z, c, truncation_psi=1.0, truncation_cutoff: int | None = None):

@@ -464,10 +464,6 @@ class StyleGAN3Generator(StyleGANBase):
 
     # ---- sizes --------------------------------------------------------------------------------------------
     @property
-    def num_ws(self) -> int:
-        return self.spec.num_ws
-
-    @property
     def w_dim(self) -> int:
         return int(self.cfg["w_dim"])
 
@@ -478,14 +474,6 @@ class StyleGAN3Generator(StyleGANBase):
     @property
     def c_dim(self) -> int:
         return int(self.cfg["c_dim"])
-
-    @property
-    def img_resolution(self) -> int:
-        return self.spec.img_resolution
-
-    @property
-    def img_channels(self) -> int:
-        return self.spec.img_channels
 
     @property
     def layer_names(self) -> tuple[str, ...]:
