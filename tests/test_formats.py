@@ -22,21 +22,10 @@ import converters
 from converters import ConversionError, convert_state_dict, formats, nvlabs
 from converters.common import flatten
 from converters.torch_pickle import CheckpointFormatError, read_state_dict, read_torch_file
+from parity import PARITY_TOL, max_abs, nchw
 from regfac_jax import checkpoint
 
 torch = pytest.importorskip("torch")
-
-# Parity with the official images: the port's own bar (tests/test_stylegan2.py: float32 on both sides, summation
-# order only, measured <= 4e-6 on images of magnitude ~5; a real error moves pixels by > 1e-2).
-PARITY_TOL = 1e-4
-
-
-def max_abs(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-
-
-def nchw(img):
-    return np.asarray(img).transpose(0, 3, 1, 2)
 
 
 # ---- torch files without torch ---------------------------------------------------------------------------------

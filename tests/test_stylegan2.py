@@ -11,14 +11,9 @@ import pytest
 
 from converters import ConversionError, convert_state_dict
 from converters.stylegan2 import state_dict_layout
-from parity import F32_JACOBIAN_TOL, PARITY_TOL, kink_residual, max_abs
+from parity import F32_JACOBIAN_TOL, PARITY_TOL, kink_residual, max_abs, nchw
 from regfac_jax.models.stylegan2 import DEFAULT_MODULATION, MODULATIONS, init_variables, parse_config
 from regfac_jax.ops import setup_filter
-
-
-
-def nchw(img):
-    return np.asarray(img).transpose(0, 3, 1, 2)
 
 
 @pytest.fixture(scope="module")
