@@ -177,6 +177,7 @@ def generalized_eigh(A, B, *, k: int | None = None, regularization: Regularizati
     delta = regularization_amount(B, regularization, tau, A)
     if _is_concrete(B):
         _warn_if_singular(B, delta)
+
     def fn(a, b, dl):  # one [d, d] pair; vmapped below over every leading batch axis
         return _whitened_eigh(a, b, dl, b_orthonormal)
 

@@ -162,22 +162,7 @@ class StyleGANBase(Generator):
         if noise_mode not in ("const", "none"):
             raise ValueError(f"noise_mode must be 'const' or 'none' for a Jacobian, got {noise_mode!r}.")
         if space == "w":
-            if layers is None:
-                mask = jnp.ones((self.num_ws,), jnp.float32)
-                base = jnp.zeros((self.num_ws, self.w_dim), jnp.float32)
-            else:
-                layers = tuple(int(i) for i in layers)
-                bad = [i for i in layers if not 0 <= i < self.num_ws]
-                if bad:
-                    raise ValueError(f"layers {bad} are outside this generator's 0..{self.num_ws - 1} "
-                                     f"(num_ws={self.num_ws}).")
-                if base_ws is None:
-                    raise ValueError("space='w' with a layer subset needs base_ws [num_ws, w_dim] for the other "
-                                     "layers.")
-                base = jnp.asarray(base_ws, jnp.float32)
-                if base.shape != (self.num_ws, self.w_dim):
-                    raise ValueError(f"base_ws must be [{self.num_ws}, {self.w_dim}], got {tuple(base.shape)}.")
-                mask = jnp.zeros((self.num_ws,), jnp.float32).at[jnp.asarray(layers)].set(1.0)
+            mask, base = self._layer_mask(layers, base_ws)
             key = ("latent_w", noise_mode, tuple(sorted(options.items())))
             fn = self._cached(key, lambda: functools.partial(_w_image, self, noise_mode, options))
             return Partial(fn, self.params, self.buffers, mask, base)
@@ -186,6 +171,22 @@ class StyleGANBase(Generator):
             fn = self._cached(key, lambda: functools.partial(_wplus_image, self, noise_mode, options))
             return Partial(fn, self.params, self.buffers)
         raise ValueError(f"Unknown latent space {space!r} for {self.kind}; expected 'w' or 'wplus'.")
+
+    def _layer_mask(self, layers: Sequence[int] | None, base_ws) -> tuple[jax.Array, jax.Array]:
+        """(mask [num_ws]: 1 where w is written, base [num_ws, w_dim]: the other layers' values) for space 'w'."""
+        if layers is None:
+            return jnp.ones((self.num_ws,), jnp.float32), jnp.zeros((self.num_ws, self.w_dim), jnp.float32)
+        layers = tuple(int(i) for i in layers)
+        bad = [i for i in layers if not 0 <= i < self.num_ws]
+        if bad:
+            raise ValueError(f"layers {bad} are outside this generator's 0..{self.num_ws - 1} "
+                             f"(num_ws={self.num_ws}).")
+        if base_ws is None:
+            raise ValueError("space='w' with a layer subset needs base_ws [num_ws, w_dim] for the other layers.")
+        base = jnp.asarray(base_ws, jnp.float32)
+        if base.shape != (self.num_ws, self.w_dim):
+            raise ValueError(f"base_ws must be [{self.num_ws}, {self.w_dim}], got {tuple(base.shape)}.")
+        return jnp.zeros((self.num_ws,), jnp.float32).at[jnp.asarray(layers)].set(1.0), base
 
 
 def _w_image(gen: StyleGANBase, noise_mode, options, params, buffers, mask, base, w):
