@@ -109,9 +109,13 @@ def time_ours(gen, z, c, t, repeats, tangent_chunk=None):
     t0 = time.perf_counter()
     if tangent_chunk is None:
         jac = jax.jit(jax.jacfwd(lambda g, x: g(x), argnums=1)).lower(g, z).compile()
-        run = lambda: jax.block_until_ready(jac(g, z))  # noqa: E731
+
+        def run():
+            return jax.block_until_ready(jac(g, z))
     else:
-        run = lambda: jax.block_until_ready(jacobian.jacobian(g, z, tangent_chunk=tangent_chunk))  # noqa: E731
+        def run():
+            return jax.block_until_ready(jacobian.jacobian(g, z, tangent_chunk=tangent_chunk))
+
         run()  # compiles (the jitted kernel is cached by the library)
     compile_s = time.perf_counter() - t0
     sec, out = _median_time(run, repeats, warm_up=False)
@@ -121,9 +125,12 @@ def time_ours(gen, z, c, t, repeats, tangent_chunk=None):
 def time_torch_func(model, z, c, t, repeats):
     """(seconds, Jacobian [H, W, 3, z_dim]) of ``torch.func.jacfwd`` on the package's model."""
     import torch
-    f = lambda x: model(x[None], c, t)[0]  # noqa: E731
+
+    def image(x):
+        return model(x[None], c, t)[0]
+
     with torch.no_grad():
-        sec, jac = _median_time(lambda: torch.func.jacfwd(f)(z), repeats)
+        sec, jac = _median_time(lambda: torch.func.jacfwd(image)(z), repeats)
     return sec, jac.numpy().transpose(1, 2, 0, 3)  # [3, H, W, z] -> [H, W, 3, z]
 
 
@@ -139,10 +146,13 @@ def time_paper(model, z, c, t, max_outputs, repeats):
     n_out = int(np.prod(y.shape))
     idx = torch.from_numpy(np.random.RandomState(0).permutation(n_out))
     k = min(n_out, max_outputs)
-    f = lambda x: model(x[None], c, t).reshape(-1)[idx[:k]]  # noqa: E731
+
+    def sampled_outputs(x):
+        return model(x[None], c, t).reshape(-1)[idx[:k]]
+
     torch.autograd.functional.jacobian(lambda x: model(x[None], c, t).reshape(-1)[:1], z)  # warm-up
     t0 = time.perf_counter()
-    jac = torch.autograd.functional.jacobian(f, z).numpy()
+    jac = torch.autograd.functional.jacobian(sampled_outputs, z).numpy()
     t_sub = time.perf_counter() - t0
     if k == n_out:
         return t_sub, False, (idx.numpy(), jac)

@@ -46,7 +46,8 @@ def bench_generation(resolutions, batch: int, w_dim: int, repeats: int) -> None:
     for res in resolutions:
         gen = build(res, w_dim)
         ws = random_ws(gen, batch)
-        rates = [batch / median_seconds(functools.partial(gen.synthesis, ws, modulation=m), repeats) for m in MODULATIONS]
+        rates = [batch / median_seconds(functools.partial(gen.synthesis, ws, modulation=m), repeats)
+                 for m in MODULATIONS]
         print(f"{res:>10} " + " ".join(f"{r:12.1f}" for r in rates), flush=True)
 
 
@@ -56,15 +57,21 @@ def bench_jacobian(resolution: int, w_dim: int, repeats: int) -> None:
     floors = {}
     for m in MODULATIONS:
         fwd = jax.jit(functools.partial(gen.synthesis_apply, modulation=m))
-        floors[m] = median_seconds(lambda: fwd(gen.params, gen.buffers, random_ws(gen, w_dim)), repeats)
+
+        def forward(fwd=fwd):
+            return fwd(gen.params, gen.buffers, random_ws(gen, w_dim))
+
+        floors[m] = median_seconds(forward, repeats)
     floor = min(floors.values())
     print(f"\njacobian at {resolution}px, w_dim {w_dim} (jacfwd over {w_dim} tangents); floor = fastest forward "
           f"pass at batch {w_dim}: {floor * 1e3:.1f} ms " + str({m: f"{t * 1e3:.1f} ms" for m, t in floors.items()}))
     for m in MODULATIONS:
-        fn = lambda v: gen.synthesis_apply(gen.params, gen.buffers, jnp.broadcast_to(v, (1, gen.num_ws, gen.w_dim)),
-                                           modulation=m)[0]
-        jac = jax.jit(jax.jacfwd(fn))
-        seconds = median_seconds(lambda: jac(w), repeats)
+        def image(v, modulation=m):
+            ws = jnp.broadcast_to(v, (1, gen.num_ws, gen.w_dim))
+            return gen.synthesis_apply(gen.params, gen.buffers, ws, modulation=modulation)[0]
+
+        jac = jax.jit(jax.jacfwd(image))
+        seconds = median_seconds(functools.partial(jac, w), repeats)
         tag = "  (default in latent_fn)" if m == DEFAULT_MODULATION else ""
         print(f"  {m:>12}: {seconds * 1e3:8.1f} ms = {seconds / floor:5.2f} x floor{tag}", flush=True)
 

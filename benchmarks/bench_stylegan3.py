@@ -17,6 +17,7 @@ in one process. Random weights: the values do not change the arithmetic, only th
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 
 import jax
@@ -83,7 +84,8 @@ def naive_filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp):
 def bench_filtered_lrelu(gen: StyleGAN3Generator, batch: int, repeats: int) -> None:
     layers: list[LayerSpec] = list(gen.spec.layers)
     # One layer of each kind: the first (margins), the first that upsamples 4x, the last critically sampled one.
-    picks = {l.name: l for l in [layers[0]] + [l for l in layers if l.up_factor == 4][:1] + [layers[-2]]}
+    picks = {layer.name: layer
+             for layer in [layers[0]] + [spec for spec in layers if spec.up_factor == 4][:1] + [layers[-2]]}
     print(f"filtered_lrelu, batch {batch}: ours vs naive separate passes (ms, median of {repeats})")
     print(f"{'layer':>12} {'in':>9} {'up/down':>8} {'down filter':>11} {'ours':>9} {'naive':>9} {'speedup':>8} "
           f"{'rel diff':>9}")
@@ -93,10 +95,12 @@ def bench_filtered_lrelu(gen: StyleGAN3Generator, batch: int, repeats: int) -> N
         x = jnp.asarray(rng.standard_normal((batch, size, size, s.out_channels)), jnp.float32)
         bufs = gen.buffers["synthesis"][name]
         fu, fd, b = bufs.get("up_filter"), bufs.get("down_filter"), gen.params["synthesis"][name]["bias"]
-        args = (s.up_factor, s.down_factor, s.padding, math.sqrt(2), 0.2, s.conv_clamp)
-        ours = jax.jit(lambda x: filtered_lrelu(x, fu, fd, b, *args[:3], gain=args[3], slope=args[4], clamp=args[5]))
-        naive = jax.jit(lambda x: naive_filtered_lrelu(x, fu, fd, b, *args))
-        t_ours, t_naive = median_seconds(lambda: ours(x), repeats), median_seconds(lambda: naive(x), repeats)
+        opts = dict(fu=fu, fd=fd, b=b, up=s.up_factor, down=s.down_factor, padding=s.padding, gain=math.sqrt(2),
+                    slope=0.2, clamp=s.conv_clamp)
+        ours = jax.jit(functools.partial(filtered_lrelu, **opts))
+        naive = jax.jit(functools.partial(naive_filtered_lrelu, **opts))
+        t_ours = median_seconds(functools.partial(ours, x), repeats)
+        t_naive = median_seconds(functools.partial(naive, x), repeats)
         diff = float(jnp.max(jnp.abs(ours(x) - naive(x))) / jnp.max(jnp.abs(naive(x))))
         kind = "-" if fd is None else ("radial" if fd.ndim == 2 else "separable")
         print(f"{name:>12} {f'{size}x{size}x{s.out_channels}':>9} {f'{s.up_factor}/{s.down_factor}':>8} {kind:>11} "

@@ -41,7 +41,10 @@ def _variables(kind: str, cfg: dict, key) -> tuple[dict, dict]:
     from regfac_jax.models import stylegan3
     shapes = stylegan3.abstract_variables(cfg)
     keys = iter(jax.random.split(key, len(jax.tree_util.tree_leaves(shapes))))
-    fill = lambda s: 0.05 * jax.random.normal(next(keys), s.shape, s.dtype)  # noqa: E731  random, O(1) outputs
+
+    def fill(s):  # random weights with O(1) outputs
+        return 0.05 * jax.random.normal(next(keys), s.shape, s.dtype)
+
     return jax.tree_util.tree_map(fill, shapes["params"]), jax.tree_util.tree_map(fill, shapes["buffers"])
 
 

@@ -426,7 +426,12 @@ def _nicest_in(lo: float, hi: float | None) -> int | None:
     return start
 
 
-def _hammer_sg2_key(key: str, res_of_block) -> str | None:
+def _block_resolution(block: int) -> int:
+    """Resolution of Hammer StyleGAN2 block ``block`` (block 0 is 4x4; each block doubles it)."""
+    return 4 << block
+
+
+def _hammer_sg2_key(key: str) -> str | None:
     """Hammer StyleGAN2 key -> official key (None: handled elsewhere)."""
     parts = key.split(".")
     if parts[0] != "synthesis" or len(parts) < 3:
@@ -438,11 +443,11 @@ def _hammer_sg2_key(key: str, res_of_block) -> str | None:
         idx = int(layer[5:])
         block = (idx + 1) // 2
         conv = "conv1" if idx % 2 == 0 else "conv0"
-        return f"synthesis.b{res_of_block(block)}.{conv}.{rest}"
+        return f"synthesis.b{_block_resolution(block)}.{conv}.{rest}"
     if layer.startswith("output") and layer[6:].isdigit():
-        return f"synthesis.b{res_of_block(int(layer[6:]))}.torgb.{rest}"
+        return f"synthesis.b{_block_resolution(int(layer[6:]))}.torgb.{rest}"
     if layer.startswith("residual") and layer[8:].isdigit():
-        return f"synthesis.b{res_of_block(int(layer[8:]))}.skip.{rest}"
+        return f"synthesis.b{_block_resolution(int(layer[8:]))}.skip.{rest}"
     return None
 
 
@@ -452,13 +457,25 @@ def _hammer_sg2(sd: Mapping, kwargs: Mapping, path) -> tuple[str, dict, dict]:
     out, sizes, mapping_kwargs = _hammer_mapping(sd, kwargs, w_dim, path)
     n_layers = _count(sd, "synthesis.layer{}.weight")
     n_blocks = (n_layers + 1) // 2
-    res_of_block = lambda b: 4 << b  # noqa: E731
-    resolution = res_of_block(n_blocks - 1)
     if f"synthesis.output{n_blocks - 1}.weight" not in sd or n_layers % 2 == 0:
         raise ConversionError(f"{path}: {n_layers} synthesis layers and no output{n_blocks - 1}: not a complete "
                               "Hammer StyleGAN2 generator.")
     arch = ("resnet" if "synthesis.residual1.weight" in sd else
             "skip" if n_blocks > 1 and "synthesis.output0.weight" in sd else "orig")
+    out.update(_hammer_sg2_synthesis(sd, n_blocks, arch, path))
+    channels = {_block_resolution(b): int(sd[f"synthesis.layer{2 * b}.weight"].shape[0]) for b in range(n_blocks)}
+    base, cmax = _infer_sg2_channels(channels, path)
+    config = {**sizes, "img_resolution": _block_resolution(n_blocks - 1),
+              "img_channels": int(sd[f"synthesis.output{n_blocks - 1}.weight"].shape[0]),
+              "mapping_kwargs": mapping_kwargs,
+              "synthesis_kwargs": {"channel_base": base, "channel_max": cmax, "num_fp16_res": 0,
+                                   "conv_clamp": kwargs.get("conv_clamp"), "architecture": arch}}
+    return "stylegan2", out, config
+
+
+def _hammer_sg2_synthesis(sd: Mapping, n_blocks: int, arch: str, path) -> dict:
+    """The official ``synthesis.*`` arrays of a Hammer StyleGAN2 state dict, resampling filters included."""
+    out = {}
     const = sd["synthesis.early_layer.const"]
     out["synthesis.b4.const"] = const.reshape(const.shape[1:])
     filt = next((sd[k] for k in sorted(sd) if k.endswith(".filter") or k == "synthesis.filter"), None)
@@ -466,12 +483,12 @@ def _hammer_sg2(sd: Mapping, kwargs: Mapping, path) -> tuple[str, dict, dict]:
     for key, value in sd.items():
         if key == "synthesis.early_layer.const" or key == "synthesis.filter" or not key.startswith("synthesis."):
             continue
-        official = _hammer_sg2_key(key, res_of_block)
+        official = _hammer_sg2_key(key)
         if official is None:
             raise ConversionError(f"{path}: unexpected Hammer StyleGAN2 key {key!r}.")
         out[official] = value.reshape(value.shape[2:]) if official.endswith("noise_const") else value
     for b in range(n_blocks):
-        res = res_of_block(b)
+        res = _block_resolution(b)
         names = [f"synthesis.b{res}.resample_filter", f"synthesis.b{res}.conv1.resample_filter"]
         if b > 0:
             names.append(f"synthesis.b{res}.conv0.resample_filter")
@@ -479,14 +496,7 @@ def _hammer_sg2(sd: Mapping, kwargs: Mapping, path) -> tuple[str, dict, dict]:
                 names.append(f"synthesis.b{res}.skip.resample_filter")
         for name in names:
             out.setdefault(name, filt)
-    channels = {res_of_block(b): int(sd[f"synthesis.layer{2 * b}.weight"].shape[0]) for b in range(n_blocks)}
-    base, cmax = _infer_sg2_channels(channels, path)
-    config = {**sizes, "img_resolution": resolution,
-              "img_channels": int(sd[f"synthesis.output{n_blocks - 1}.weight"].shape[0]),
-              "mapping_kwargs": mapping_kwargs,
-              "synthesis_kwargs": {"channel_base": base, "channel_max": cmax, "num_fp16_res": 0,
-                                   "conv_clamp": kwargs.get("conv_clamp"), "architecture": arch}}
-    return "stylegan2", out, config
+    return out
 
 
 def _sg3_schedule(res: int, num_layers: int, kw: Mapping) -> dict:
@@ -514,7 +524,7 @@ def _sg3_schedule(res: int, num_layers: int, kw: Mapping) -> dict:
 
 
 def _sg3_filters_match(sd: Mapping, sched: dict, radial: bool) -> bool:
-    for i, (ut, dt) in enumerate(zip(sched["up_taps"], sched["down_taps"])):
+    for i, (ut, dt) in enumerate(zip(sched["up_taps"], sched["down_taps"], strict=True)):
         up, down = sd.get(f"synthesis.layer{i}.filter.up_filter"), sd.get(f"synthesis.layer{i}.filter.down_filter")
         if (up is None) != (ut == 1) or (up is not None and up.shape != (ut,)):
             return False
@@ -528,7 +538,7 @@ def _infer_sg3_channels(channels: list[int], cutoffs: np.ndarray, path) -> tuple
     """channel_base, channel_max with rint(min(base / 2 / cutoff_i, max)) == channels[i] for every layer."""
     cmax = max(channels)
     lo, hi = 1.0, None
-    for c, cut in zip(channels, cutoffs):
+    for c, cut in zip(channels, cutoffs, strict=True):
         if c < cmax:
             lo, hi = max(lo, 2 * cut * (c - 0.5)), min(hi or float("inf"), 2 * cut * (c + 0.5))
         else:
@@ -561,6 +571,19 @@ def _hammer_sg3_key(key: str, names: list[str]) -> str | None:
     raise KeyError(key)
 
 
+def _infer_sg3_resolution(sd: Mapping, kwargs: Mapping, num_layers: int, radial: bool, path) -> int:
+    """The one output resolution whose official layer schedule matches the filter (and grid) shapes in ``sd``."""
+    candidates = [int(kwargs["resolution"])] if "resolution" in kwargs else [1 << k for k in range(3, 12)]
+    matches = [r for r in candidates if _sg3_filters_match(sd, _sg3_schedule(r, num_layers, kwargs), radial)]
+    grid = sd.get("synthesis.early_layer.grid")
+    if grid is not None:
+        matches = [r for r in matches if _sg3_schedule(r, num_layers, kwargs)["sizes"][0] == grid.shape[1]]
+    if len(matches) != 1:
+        raise ConversionError(f"{path}: cannot infer the StyleGAN3 resolution from the filter shapes (candidates "
+                              f"{matches}); the checkpoint does not follow the official layer schedule.")
+    return matches[0]
+
+
 def _hammer_sg3(sd: Mapping, kwargs: Mapping, path) -> tuple[str, dict, dict]:
     _check_hammer_options(kwargs, _HAMMER_SG3_DEFAULTS, path)
     w_dim = int(sd["synthesis.layer0.conv.style.weight"].shape[1])
@@ -572,15 +595,7 @@ def _hammer_sg3(sd: Mapping, kwargs: Mapping, path) -> tuple[str, dict, dict]:
     num_layers = n - 1
     channels = [int(sd[f"synthesis.layer{i}.conv.weight"].shape[0]) for i in range(n)]
     radial = any(sd.get(f"synthesis.layer{i}.filter.down_filter", np.zeros(1)).ndim == 2 for i in range(n))
-    candidates = [int(kwargs["resolution"])] if "resolution" in kwargs else [1 << k for k in range(3, 12)]
-    matches = [r for r in candidates if _sg3_filters_match(sd, _sg3_schedule(r, num_layers, kwargs), radial)]
-    grid = sd.get("synthesis.early_layer.grid")
-    if grid is not None:
-        matches = [r for r in matches if _sg3_schedule(r, num_layers, kwargs)["sizes"][0] == grid.shape[1]]
-    if len(matches) != 1:
-        raise ConversionError(f"{path}: cannot infer the StyleGAN3 resolution from the filter shapes (candidates "
-                              f"{matches}); the checkpoint does not follow the official layer schedule.")
-    res = matches[0]
+    res = _infer_sg3_resolution(sd, kwargs, num_layers, radial, path)
     sched = _sg3_schedule(res, num_layers, kwargs)
     base, cmax = _infer_sg3_channels(channels[:-1], sched["cutoffs"][:-1], path)
     names = [f"L{i}_{sched['sizes'][i]}_{channels[i]}" for i in range(n)]

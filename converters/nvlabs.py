@@ -224,7 +224,8 @@ def read_snapshot(tree: Any, path: pathlib.Path, network: str | None = None) -> 
     sd = module_state_dict(g)
     kind = generator_kind(g, sd, path)
     kwargs = dict(g.init_kwargs)
-    for key, value in zip(_POSITIONAL, g.init_args):
+    # strict=False: a pickle may pass only the first few constructor arguments positionally.
+    for key, value in zip(_POSITIONAL, g.init_args, strict=False):
         kwargs.setdefault(key, value)
     config = port_config(g.qualified_name if g.module_name else None, kind, kwargs, path)
     return kind, sd, config, f"NVlabs pickle {path} [{name}: {g.qualified_name}]"

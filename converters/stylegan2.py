@@ -103,7 +103,10 @@ def convert(state_dict: Mapping[str, object], config: dict) -> StyleGAN2Generato
         (buffers if key.rsplit(".", 1)[-1] in _BUFFERS else params)[key] = np.asarray(arr, np.float32)
     sd.finish()
     _check_finite(params, buffers)
-    to_device = lambda tree: jax.tree.map(jnp.asarray, nest(tree))
+
+    def to_device(flat: dict) -> dict:
+        return jax.tree.map(jnp.asarray, nest(flat))
+
     return StyleGAN2Generator(config=config, params=to_device(params), buffers=to_device(buffers))
 
 

@@ -181,7 +181,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *unused) -> np.ndarra
     numel = storage.data.size
     if 0 in size:
         return np.zeros(size, storage.data.dtype)
-    last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
+    last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     if last >= numel:  # a malformed file must never make us read past the storage
         raise CheckpointFormatError(f"tensor of size {size}, stride {stride}, offset {storage_offset} reaches "
                                     f"element {last} of a storage holding only {numel}.")
@@ -431,47 +431,59 @@ def scan_pickle(stream: io.BytesIO, what: str = "pickle") -> list[tuple[str, str
 
 
 def _scan_one(op, arg, stack: list, memo: dict, names: list) -> None:
+    """Checks one opcode and replays its effect on the traced ``stack`` and ``memo``."""
     name = op.name
     if name in ("INST", "OBJ"):
         raise UnsafeCheckpointError(f"refusing to load: the pickle uses the {name} opcode (class instantiation "
                                     "by the unpickler), which no PyTorch checkpoint uses; nothing was run.")
+    if name in ("GLOBAL", "STACK_GLOBAL"):
+        names.append(_checked_global(name, arg, stack))
+    if name in _PUT_OPS:
+        memo[arg] = stack[-1] if stack else _UNKNOWN
+    elif name == "MEMOIZE":
+        memo[len(memo)] = stack[-1] if stack else _UNKNOWN
+    else:
+        _pop_operands(op.stack_before, stack)
+        for item in op.stack_after:  # one at a time: DUP copies the top as it is after the previous push
+            stack.append(_pushed_value(item, name, arg, stack, memo))
+
+
+def _checked_global(name: str, arg, stack: list) -> tuple[str, str]:
+    """(module, qualified name) of a GLOBAL or STACK_GLOBAL opcode, once the allow-list accepts it."""
     if name == "GLOBAL":
         module, qual = arg.split(" ", 1)
-        _resolve_global(module, qual)
-        names.append((module, qual))
-    elif name == "STACK_GLOBAL":
+    else:
         module, qual = (stack[-2], stack[-1]) if len(stack) >= 2 else (_UNKNOWN, _UNKNOWN)
         if not (isinstance(module, str) and isinstance(qual, str)):
             raise UnsafeCheckpointError("refusing to load: STACK_GLOBAL with names computed at load time cannot "
                                         "be checked; nothing was run.")
-        _resolve_global(module, qual)
-        names.append((module, qual))
-    if name in _PUT_OPS:
-        memo[arg] = stack[-1] if stack else _UNKNOWN
-        return
-    if name == "MEMOIZE":
-        memo[len(memo)] = stack[-1] if stack else _UNKNOWN
-        return
-    before = op.stack_before
-    if pickletools.markobject in before:
-        while stack and stack[-1] is not _MARK:
-            stack.pop()
-        if stack:
-            stack.pop()
-        del stack[max(0, len(stack) - before.index(pickletools.markobject)):]
-    else:
+    _resolve_global(module, qual)
+    return module, qual
+
+
+def _pop_operands(before: list, stack: list) -> None:
+    """Removes what an opcode consumes: everything down to (and including) its mark, then its fixed operands."""
+    if pickletools.markobject not in before:
         del stack[max(0, len(stack) - len(before)):]
-    for item in op.stack_after:
-        if item is pickletools.markobject:
-            stack.append(_MARK)
-        elif name in _STRING_OPS:
-            stack.append(arg if isinstance(arg, str) else _UNKNOWN)
-        elif name in _GET_OPS:
-            stack.append(memo.get(arg, _UNKNOWN))
-        elif name == "DUP":
-            stack.append(stack[-1] if stack else _UNKNOWN)
-        else:
-            stack.append(_UNKNOWN)
+        return
+    while stack and stack[-1] is not _MARK:
+        stack.pop()
+    if stack:
+        stack.pop()
+    del stack[max(0, len(stack) - before.index(pickletools.markobject)):]
+
+
+def _pushed_value(item, name: str, arg, stack: list, memo: dict):
+    """What the scan knows about one value an opcode pushes: a mark, a string, a memo entry, or nothing."""
+    if item is pickletools.markobject:
+        return _MARK
+    if name in _STRING_OPS:
+        return arg if isinstance(arg, str) else _UNKNOWN
+    if name in _GET_OPS:
+        return memo.get(arg, _UNKNOWN)
+    if name == "DUP":
+        return stack[-1] if stack else _UNKNOWN
+    return _UNKNOWN
 
 
 # ---- the restricted unpickler -----------------------------------------------------------------------------
@@ -596,35 +608,34 @@ def _finalize(obj: Any, memo: dict | None = None) -> Any:
     key = id(obj)
     if key in memo:
         return memo[key]
+    if isinstance(obj, (dict, list, PersistentObject, TorchModule)):
+        memo[key] = obj  # before recursing, so that a cycle comes back to this very object
+        _finalize_contents(obj, memo)
+        return obj
     if isinstance(obj, _NumpyArray):
         if obj.array is None:
             raise CheckpointFormatError("a pickled numpy array was never filled in (malformed file).")
         out = obj.array
-    elif isinstance(obj, dict):
-        memo[key] = obj
-        for k in list(obj):
-            obj[k] = _finalize(obj[k], memo)
-        return obj
-    elif isinstance(obj, list):
-        memo[key] = obj
-        obj[:] = [_finalize(v, memo) for v in obj]
-        return obj
     elif isinstance(obj, tuple):
         out = tuple(_finalize(v, memo) for v in obj)
-    elif isinstance(obj, PersistentObject):
-        memo[key] = obj
-        obj.state = _finalize(obj.state, memo)
-        obj.init_kwargs = _finalize(obj.init_kwargs, memo)
-        obj.init_args = _finalize(obj.init_args, memo)
-        return obj
-    elif isinstance(obj, TorchModule):
-        memo[key] = obj
-        obj.state = _finalize(obj.state, memo)
-        return obj
     else:
         out = obj
     memo[key] = out
     return out
+
+
+def _finalize_contents(obj: dict | list | PersistentObject | TorchModule, memo: dict) -> None:
+    """:func:`_finalize` of every value a mutable container or record holds, written back in place."""
+    if isinstance(obj, dict):
+        for k in list(obj):
+            obj[k] = _finalize(obj[k], memo)
+    elif isinstance(obj, list):
+        obj[:] = [_finalize(v, memo) for v in obj]
+    else:
+        obj.state = _finalize(obj.state, memo)
+        if isinstance(obj, PersistentObject):
+            obj.init_kwargs = _finalize(obj.init_kwargs, memo)
+            obj.init_args = _finalize(obj.init_args, memo)
 
 
 def _load_from_bytes(raw) -> Any:

@@ -143,7 +143,10 @@ def robust_pca(m, lamb: float = 1 / 60, max_iter: int = 10000, rtol: float = 1e-
     mu = m.size / (4.0 * norm1)
     tol = rtol * np.linalg.norm(m)
     low, sparse, dual = np.zeros_like(m), np.zeros_like(m), np.zeros_like(m)
-    soft = lambda x, t: np.sign(x) * np.maximum(np.abs(x) - t, 0.0)  # noqa: E731
+
+    def soft(x, t):  # soft thresholding: the proximal operator of t * |x|_1
+        return np.sign(x) * np.maximum(np.abs(x) - t, 0.0)
+
     for _ in range(max_iter):
         u, s, vt = np.linalg.svd(m - sparse - dual / mu, full_matrices=False)
         low = (u * soft(s, 1.0 / mu)) @ vt

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from regfac_jax import io_utils
+
 FORMAT = "regfac-jax-generator"
 FORMAT_VERSION = 1
 META_FILE = "generator.json"
@@ -82,27 +84,11 @@ def save_generator(gen, directory: str | os.PathLike, overwrite: bool = False) -
         tmp.mkdir()
         ocp.PyTreeCheckpointer().save(tmp / ARRAYS_DIR, tree)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        _replace(tmp, dest)
+        io_utils.replace_dir(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return dest
-
-
-def _replace(src: pathlib.Path, dest: pathlib.Path) -> None:
-    """Renames ``src`` to ``dest``; an existing ``dest`` is moved aside first and removed only afterwards."""
-    old = None
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(dest, old)
-    try:
-        os.rename(src, dest)
-    except BaseException:
-        if old is not None:
-            os.rename(old, dest)
-        raise
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def load_generator(directory: str | os.PathLike):

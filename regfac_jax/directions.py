@@ -177,7 +177,10 @@ def generalized_eigh(A, B, *, k: int | None = None, regularization: Regularizati
     delta = regularization_amount(B, regularization, tau, A)
     if _is_concrete(B):
         _warn_if_singular(B, delta)
-    fn = lambda a, b, dl: _whitened_eigh(a, b, dl, b_orthonormal)  # noqa: E731
+
+    def fn(a, b, dl):  # one [d, d] pair; vmapped below over every leading batch axis
+        return _whitened_eigh(a, b, dl, b_orthonormal)
+
     for _ in range(A.ndim - 2):
         fn = jax.vmap(fn)
     evals, dirs = fn(A, B, delta)
@@ -234,7 +237,7 @@ def _official(A, B, k, full_rank: bool, tau: float):
                                  "Jacobians (regfac_jax.jacobian reports the sample).")
     batch, d = A32.shape[:-2], A32.shape[-1]
     solved = [_paper_solve(a, b, full_rank, tau)
-              for a, b in zip(A32.reshape(-1, d, d), B32.reshape(-1, d, d))]
+              for a, b in zip(A32.reshape(-1, d, d), B32.reshape(-1, d, d), strict=True)]
     evals = np.stack([e for e, _ in solved]).reshape(batch + (d,))
     dirs = np.stack([v for _, v in solved]).reshape(batch + (d, d))
     if not (np.all(np.isfinite(evals)) and np.all(np.isfinite(dirs))):

@@ -18,8 +18,10 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import tempfile
 import time
+import uuid
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -132,6 +134,28 @@ def save_gif(path: PathLike, frames_u8: Sequence[np.ndarray], duration_ms: int =
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
     write_bytes(path, buf.getvalue())
 
+
+
+def replace_dir(src: PathLike, dest: PathLike) -> None:
+    """Renames the completed directory ``src`` to ``dest``, swapping out an existing ``dest`` safely.
+
+    For outputs written as a directory (orbax checkpoints): write everything into a temporary sibling ``src``,
+    then call this. An existing ``dest`` is first renamed aside, and deleted only once ``src`` is in place; if the
+    rename of ``src`` fails, the old ``dest`` is put back. Both paths must be on the same filesystem.
+    """
+    src, dest = pathlib.Path(src), pathlib.Path(dest)
+    old = None
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(dest, old)
+    try:
+        os.rename(src, dest)
+    except BaseException:
+        if old is not None:
+            os.rename(old, dest)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
 
 # ----------------------------------------------------------------------------------------------------------
 # Process-0 output
@@ -397,7 +421,6 @@ def claim_workdir(workdir: PathLike, description, *, overwrite: bool = False,
 
 def _clear(workdir: pathlib.Path) -> None:
     """Deletes everything in ``workdir`` except the lock file (which this process holds)."""
-    import shutil
     for child in workdir.iterdir():
         if child.name == LOCK_FILE:
             continue

@@ -44,6 +44,11 @@ def max_abs(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
+def nchw(img):
+    """Our NHWC images [N, H, W, C] in the official fixtures' NCHW layout [N, C, H, W]."""
+    return np.asarray(img).transpose(0, 3, 1, 2)
+
+
 def kink_residual(got, ref, scale: float, latent_axis: int = -1, flips: int = MAX_KINK_FLIPS) -> float:
     """Largest entry of ``(got - ref) / scale`` once its ``flips`` leading latent-space directions are removed.
 

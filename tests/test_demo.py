@@ -98,9 +98,14 @@ def test_one_training_step_moves_everything():
     new, m = training.train_step(state, reals, jax.random.key(1), gen, cfg, True)
     assert int(new.step) == 1
     assert all(np.isfinite(float(v)) for v in m.values()) and float(m["r1"]) > 0
-    moved = lambda a, b: float(jnp.abs(a - b).max()) > 0  # noqa: E731
+
+    def moved(a, b):
+        return float(jnp.abs(a - b).max()) > 0
+
+    def conv(st):
+        return st.g_params["synthesis"]["b8"]["conv1"]["weight"]
+
     assert moved(new.d_params["b4_out"]["weight"], state.d_params["b4_out"]["weight"])
-    conv = lambda st: st.g_params["synthesis"]["b8"]["conv1"]["weight"]  # noqa: E731
     assert moved(conv(new), conv(state))
     assert moved(new.g_buffers["mapping"]["w_avg"], state.g_buffers["mapping"]["w_avg"])
     # beta(step 0) ~ 1e-6: the EMA copy jumps (almost) onto the new weights.
@@ -129,7 +134,7 @@ def test_shipped_generator_loads_and_makes_faces(shipped):
 def test_export_roundtrip_and_checksums(tmp_path, shipped):
     out = demo.export_generator(shipped, tmp_path / "g", {"steps": 1})
     again = demo.load_demo_generator(out)
-    for a, b in zip(jax.tree.leaves(shipped.params), jax.tree.leaves(again.params)):
+    for a, b in zip(jax.tree.leaves(shipped.params), jax.tree.leaves(again.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # float32 stored as float32: exact
     data = bytearray((out / demo.GENERATOR_FILE).read_bytes())
     data[-10] ^= 0xFF

@@ -22,21 +22,10 @@ import converters
 from converters import ConversionError, convert_state_dict, formats, nvlabs
 from converters.common import flatten
 from converters.torch_pickle import CheckpointFormatError, read_state_dict, read_torch_file
+from parity import PARITY_TOL, max_abs, nchw
 from regfac_jax import checkpoint
 
 torch = pytest.importorskip("torch")
-
-# Parity with the official images: the port's own bar (tests/test_stylegan2.py: float32 on both sides, summation
-# order only, measured <= 4e-6 on images of magnitude ~5; a real error moves pixels by > 1e-2).
-PARITY_TOL = 1e-4
-
-
-def max_abs(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-
-
-def nchw(img):
-    return np.asarray(img).transpose(0, 3, 1, 2)
 
 
 # ---- torch files without torch ---------------------------------------------------------------------------------
@@ -553,7 +542,7 @@ def test_biggan_directory(fixtures_dir):
     io = dict(np.load(folder / "io.npz"))
     img = np.asarray(gen.generate(io["z_trunc"][2], io["class_vector"], float(io["truncation"][2])))
     # The BigGAN port's own bar (tests/test_biggan.py): float32 rounding amplified by the standing statistics.
-    assert max_abs(img, io["img"][2].transpose(0, 2, 3, 1)) <= 1e-4
+    assert max_abs(img, io["img"][2].transpose(0, 2, 3, 1)) <= PARITY_TOL
 
 
 # ---- content that is not a checkpoint ----------------------------------------------------------------------
@@ -622,7 +611,10 @@ def test_orbax_round_trip(tmp_path, sg2):
         checkpoint.save_generator(sg2["gen"], dest)
     back = checkpoint.load_generator(dest)
     assert back.kind == "stylegan2" and back.config == sg2["config"]
-    flat = lambda tree: {k: np.asarray(v) for k, v in flatten(tree).items()}  # noqa: E731
+
+    def flat(tree):
+        return {k: np.asarray(v) for k, v in flatten(tree).items()}
+
     for name in ("params", "buffers"):
         a, b = flat(getattr(sg2["gen"], name)), flat(getattr(back, name))
         assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a), name

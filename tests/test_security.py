@@ -87,7 +87,8 @@ def _assert_refused(path, match):
 
 
 @pytest.mark.parametrize("payload, name", [
-    (OsSystem, "posix.system"), (Exec, "builtins.exec"), (Eval, "builtins.eval"), (Popen, "(subprocess|commands).Popen"),
+    (OsSystem, "posix.system"), (Exec, "builtins.exec"), (Eval, "builtins.eval"),
+    (Popen, "(subprocess|commands).Popen"),
 ])
 @pytest.mark.parametrize("protocol", [2, 4])  # 2: GLOBAL opcode; 4: STACK_GLOBAL with memoised names
 def test_reduce_payloads(tmp_path, marker, payload, name, protocol):

@@ -216,7 +216,10 @@ def test_filtered_lrelu_matches_reference(case, x64):
     x, b = rng.standard_normal((2, h, w, 3)), rng.standard_normal(3)
     fu = rng.standard_normal(ku) if ku > 1 else None
     fd = (rng.standard_normal((kd, kd) if radial else kd)) if kd > 1 else None
-    j = lambda a: None if a is None else jnp.asarray(a)
+
+    def j(a):
+        return None if a is None else jnp.asarray(a)
+
     ours = filtered_lrelu(j(x), j(fu), j(fd), j(b), up, down, pad, gain=math.sqrt(2), slope=0.2, clamp=1.5)
     ref = _np_filtered_lrelu(x, fu, fd, b, up, down, pad, math.sqrt(2), 0.2, 1.5)
     assert ours.shape == ref.shape and ours.dtype == jnp.float64
@@ -266,7 +269,10 @@ def _random_state_dict(config, seed=0) -> dict:
 
 def _np_mapping(sd, z, c, w_avg_psi, num_layers, num_ws):
     """The official mapping (embed, normalise, concatenate, lrelu layers at lr 0.01, broadcast, lerp)."""
-    norm = lambda v: v / np.sqrt(np.mean(v ** 2, axis=1, keepdims=True) + 1e-8)
+
+    def norm(v):
+        return v / np.sqrt(np.mean(v ** 2, axis=1, keepdims=True) + 1e-8)
+
     y = c @ (sd["mapping.embed.weight"].T / np.sqrt(c.shape[1])) + sd["mapping.embed.bias"]
     x = np.concatenate([norm(z), norm(y)], axis=1)
     for i in range(num_layers):

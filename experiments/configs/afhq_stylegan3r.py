@@ -14,11 +14,11 @@ from experiments.configs import base
 
 def get_config(arg: str | None = None):
     a = base.parse_arg(arg, tiny=False)
-    c = base.base_config()
-    c.model = "stylegan3-r-afhqv2-512x512.pkl"
-    c.dataset = "ffhq"
-    c.regions = "eyes"
-    c.num_samples = 5
+    cfg = base.base_config()
+    cfg.model = "stylegan3-r-afhqv2-512x512.pkl"
+    cfg.dataset = "ffhq"
+    cfg.regions = "eyes"
+    cfg.num_samples = 5
     if a.tiny:
-        base.tiny(c, "stylegan3_r", "eyes", "ffhq")
-    return c
+        base.tiny(cfg, "stylegan3_r", "eyes", "ffhq")
+    return cfg

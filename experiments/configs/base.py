@@ -67,54 +67,54 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 
 
 def base_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.model = "demo"
-    c.dataset = "faces"
-    c.regions = "eyes"
-    c.space = "w"
-    c.layers = config_dict.placeholder(str)
-    c.num_samples = 5
-    c.seed = 4
-    c.latents_file = config_dict.placeholder(str)
-    c.truncation_psi = 1.0
-    c.truncation_cutoff = config_dict.placeholder(int)
-    c.noise_mode = "const"
-    c.translate = (0.0, 0.0)
-    c.rotate = 0.0
-    c.classes = "0"
-    c.truncation = 0.4
-    c.aggregation = "mean"
-    c.scale_out = "auto"
-    c.save_interval_secs = 300.0
-    c.block_size = config_dict.placeholder(int)
-    c.official = False
-    c.official_full_rank = False
-    c.overwrite = False
-    c.jacobian = ml_collections.ConfigDict(dict(tangent_chunk=64, preprocess="none", strategy="auto",
-                                                memory_budget_gib=8.0))
-    c.solver = ml_collections.ConfigDict(dict(k=20, regularization="auto", tau=config_dict.placeholder(float),
-                                              method="whiten"))
-    c.manipulate = ml_collections.ConfigDict(dict(indices="0", layers="4-7", step_start=-10.0, step_stop=10.0,
-                                                  num_steps=7, truncation_psi=0.7, truncation_cutoff=8,
-                                                  num_samples=4, seed=0))
-    c.manipulate.region = ""
-    c.inversion = ml_collections.ConfigDict(dict(space="w", num_steps=1000, learning_rate=0.1, optimize_noise=True,
-                                                 noise_regularization=1e5, w_avg_samples=10000, mse_weight=1.0,
-                                                 lpips_weight=1.0, w_prior=0.0, layer_spread=0.0, vgg16="",
-                                                 lpips_linear="", seed=0, batch_size=16))
-    return c
+    cfg = ml_collections.ConfigDict()
+    cfg.model = "demo"
+    cfg.dataset = "faces"
+    cfg.regions = "eyes"
+    cfg.space = "w"
+    cfg.layers = config_dict.placeholder(str)
+    cfg.num_samples = 5
+    cfg.seed = 4
+    cfg.latents_file = config_dict.placeholder(str)
+    cfg.truncation_psi = 1.0
+    cfg.truncation_cutoff = config_dict.placeholder(int)
+    cfg.noise_mode = "const"
+    cfg.translate = (0.0, 0.0)
+    cfg.rotate = 0.0
+    cfg.classes = "0"
+    cfg.truncation = 0.4
+    cfg.aggregation = "mean"
+    cfg.scale_out = "auto"
+    cfg.save_interval_secs = 300.0
+    cfg.block_size = config_dict.placeholder(int)
+    cfg.official = False
+    cfg.official_full_rank = False
+    cfg.overwrite = False
+    cfg.jacobian = ml_collections.ConfigDict(dict(tangent_chunk=64, preprocess="none", strategy="auto",
+                                                  memory_budget_gib=8.0))
+    cfg.solver = ml_collections.ConfigDict(dict(k=20, regularization="auto", tau=config_dict.placeholder(float),
+                                                method="whiten"))
+    cfg.manipulate = ml_collections.ConfigDict(dict(indices="0", layers="4-7", step_start=-10.0, step_stop=10.0,
+                                                    num_steps=7, truncation_psi=0.7, truncation_cutoff=8,
+                                                    num_samples=4, seed=0))
+    cfg.manipulate.region = ""
+    cfg.inversion = ml_collections.ConfigDict(dict(space="w", num_steps=1000, learning_rate=0.1, optimize_noise=True,
+                                                   noise_regularization=1e5, w_avg_samples=10000, mse_weight=1.0,
+                                                   lpips_weight=1.0, w_prior=0.0, layer_spread=0.0, vgg16="",
+                                                   lpips_linear="", seed=0, batch_size=16))
+    return cfg
 
 
-def tiny(c: ml_collections.ConfigDict, fixture: str, regions: str, dataset: str | None = None):
+def tiny(cfg: ml_collections.ConfigDict, fixture: str, regions: str, dataset: str | None = None):
     """Shrinks a figure config to a CPU smoke run on a reference fixture (32x32 models)."""
-    c.model = f"fixture:{fixture}"
-    c.regions = regions
+    cfg.model = f"fixture:{fixture}"
+    cfg.regions = regions
     if dataset:
-        c.dataset = dataset
-    c.num_samples = 2
-    c.solver.k = 5
-    c.manipulate.num_samples = 2
-    c.manipulate.num_steps = 3
-    c.manipulate.layers = None
-    c.manipulate.truncation_cutoff = None
-    return c
+        cfg.dataset = dataset
+    cfg.num_samples = 2
+    cfg.solver.k = 5
+    cfg.manipulate.num_samples = 2
+    cfg.manipulate.num_steps = 3
+    cfg.manipulate.layers = None
+    cfg.manipulate.truncation_cutoff = None
+    return cfg

@@ -14,15 +14,15 @@ from experiments.configs import base
 
 def get_config(arg: str | None = None):
     a = base.parse_arg(arg, tiny=False)
-    c = base.base_config()
-    c.model = "biggan-deep-256"
-    c.dataset = "biggan"
-    c.regions = "center0,head0"
-    c.space = "z"
-    c.classes = "207"
-    c.truncation = 0.4
-    c.num_samples = 5
+    cfg = base.base_config()
+    cfg.model = "biggan-deep-256"
+    cfg.dataset = "biggan"
+    cfg.regions = "center0,head0"
+    cfg.space = "z"
+    cfg.classes = "207"
+    cfg.truncation = 0.4
+    cfg.num_samples = 5
     if a.tiny:
-        base.tiny(c, "biggan", "center1", "biggan")
-        c.classes = "3"
-    return c
+        base.tiny(cfg, "biggan", "center1", "biggan")
+        cfg.classes = "3"
+    return cfg

@@ -18,7 +18,7 @@ def get_config(arg: str | None = None):
     a = base.parse_arg(arg, tiny=False)
     fields = {f.name: f.default for f in dataclasses.fields(DemoConfig)}
     fields["regions"] = ",".join(fields["regions"])  # a comma-separated string on the command line
-    c = ml_collections.ConfigDict({**fields, "overwrite": False})
+    cfg = ml_collections.ConfigDict({**fields, "overwrite": False})
     if a.tiny:
-        c.num_discovery, c.num_eval, c.num_ganspace, c.calibration_iters, c.robustness = 2, 4, 256, 8, False
-    return c
+        cfg.num_discovery, cfg.num_eval, cfg.num_ganspace, cfg.calibration_iters, cfg.robustness = 2, 4, 256, 8, False
+    return cfg

@@ -12,23 +12,23 @@ from experiments.configs import base
 
 def get_config(arg: str | None = None):
     a = base.parse_arg(arg, tiny=False)
-    c = base.base_config()
-    c.model = "demo"
-    c.dataset = "faces"
-    c.regions = "eyes,mouth,hair"
-    c.num_samples = 8
-    c.manipulate.layers = None  # the demo model's directions are found for w in every layer
-    c.manipulate.truncation_psi = 1.0
-    c.manipulate.truncation_cutoff = None
-    c.manipulate.step_start, c.manipulate.step_stop = -3.0, 3.0
+    cfg = base.base_config()
+    cfg.model = "demo"
+    cfg.dataset = "faces"
+    cfg.regions = "eyes,mouth,hair"
+    cfg.num_samples = 8
+    cfg.manipulate.layers = None  # the demo model's directions are found for w in every layer
+    cfg.manipulate.truncation_psi = 1.0
+    cfg.manipulate.truncation_cutoff = None
+    cfg.manipulate.step_start, cfg.manipulate.step_stop = -3.0, 3.0
     # docs/inversion/README.md: PSNR, locality of edits and time of these settings on 16 faces (2-core CPU).
-    c.inversion.num_steps = 100
-    c.inversion.w_prior, c.inversion.layer_spread = 0.03, 0.3
+    cfg.inversion.num_steps = 100
+    cfg.inversion.w_prior, cfg.inversion.layer_spread = 0.03, 0.3
     if a.tiny:
-        c.num_samples = 2
-        c.solver.k = 5
-        c.manipulate.num_samples = 2
-        c.manipulate.num_steps = 3
-        c.inversion.num_steps = 10
-        c.inversion.w_avg_samples = 1000
-    return c
+        cfg.num_samples = 2
+        cfg.solver.k = 5
+        cfg.manipulate.num_samples = 2
+        cfg.manipulate.num_steps = 3
+        cfg.inversion.num_steps = 10
+        cfg.inversion.w_avg_samples = 1000
+    return cfg

@@ -19,13 +19,13 @@ from experiments.configs import base
 
 def get_config(arg: str | None = None):
     a = base.parse_arg(arg, tiny=False)
-    c = base.base_config()
-    c.model = "stylegan2-ffhq-1024x1024.pkl"
-    c.dataset = "ffhq"
-    c.regions = "eyes,eyebrow,nose,mouth,chin"
-    c.num_samples = 5
-    c.aggregation = "per_sample"
-    c.jacobian.tangent_chunk = 32
+    cfg = base.base_config()
+    cfg.model = "stylegan2-ffhq-1024x1024.pkl"
+    cfg.dataset = "ffhq"
+    cfg.regions = "eyes,eyebrow,nose,mouth,chin"
+    cfg.num_samples = 5
+    cfg.aggregation = "per_sample"
+    cfg.jacobian.tangent_chunk = 32
     if a.tiny:
-        base.tiny(c, "stylegan2", "eyes,mouth")
-    return c
+        base.tiny(cfg, "stylegan2", "eyes,mouth")
+    return cfg

@@ -16,11 +16,11 @@ from experiments.configs import base
 
 def get_config(arg: str | None = None):
     a = base.parse_arg(arg, tiny=False)
-    c = base.base_config()
-    c.model = "stylegan2-car-config-f.pkl"
-    c.dataset = "lsun_car"
-    c.regions = "box:180,70,60,70;box:180,186,60,70;box:128,128,100,230"
-    c.num_samples = 5
+    cfg = base.base_config()
+    cfg.model = "stylegan2-car-config-f.pkl"
+    cfg.dataset = "lsun_car"
+    cfg.regions = "box:180,70,60,70;box:180,186,60,70;box:128,128,100,230"
+    cfg.num_samples = 5
     if a.tiny:
-        base.tiny(c, "stylegan2", "box:180,70,60,70;box:128,128,100,230")
-    return c
+        base.tiny(cfg, "stylegan2", "box:180,70,60,70;box:128,128,100,230")
+    return cfg

@@ -14,11 +14,11 @@ from experiments.configs import base
 
 def get_config(arg: str | None = None):
     a = base.parse_arg(arg, tiny=False)
-    c = base.base_config()
-    c.model = "stylegan2-church-config-f.pkl"
-    c.dataset = "lsun_church"
-    c.regions = "box:80,128,100,60;box:30,128,50,256"
-    c.num_samples = 5
+    cfg = base.base_config()
+    cfg.model = "stylegan2-church-config-f.pkl"
+    cfg.dataset = "lsun_church"
+    cfg.regions = "box:80,128,100,60;box:30,128,50,256"
+    cfg.num_samples = 5
     if a.tiny:
-        base.tiny(c, "stylegan2", "box:80,128,100,60")
-    return c
+        base.tiny(cfg, "stylegan2", "box:80,128,100,60")
+    return cfg

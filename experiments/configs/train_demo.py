@@ -14,15 +14,15 @@ from experiments.configs import base
 
 def get_config(arg: str | None = None):
     a = base.parse_arg(arg, tiny=False)
-    c = ml_collections.ConfigDict()
-    c.steps = 20000          # total iterations (one D and one G step each); training stops at this step
-    c.max_minutes = 45.0     # ... or after this much wall time in one invocation (a checkpoint is written)
-    c.batch = 16
-    c.seed = 0               # initialisation, noise and the data stream
-    c.ckpt_every = 250       # checkpoint interval in steps
-    c.tiny = a.tiny
-    c.export = ml_collections.config_dict.placeholder(str)  # write the EMA generator here (npz, json, SHA256SUMS)
-    c.docs = ml_collections.config_dict.placeholder(str)    # write sample/real grids and the distribution check
-    if c.tiny:
-        c.steps, c.batch, c.ckpt_every = 4, 4, 2
-    return c
+    cfg = ml_collections.ConfigDict()
+    cfg.steps = 20000          # total iterations (one D and one G step each); training stops at this step
+    cfg.max_minutes = 45.0     # ... or after this much wall time in one invocation (a checkpoint is written)
+    cfg.batch = 16
+    cfg.seed = 0               # initialisation, noise and the data stream
+    cfg.ckpt_every = 250       # checkpoint interval in steps
+    cfg.tiny = a.tiny
+    cfg.export = ml_collections.config_dict.placeholder(str)  # write the EMA generator here (npz, json, SHA256SUMS)
+    cfg.docs = ml_collections.config_dict.placeholder(str)    # write sample/real grids and the distribution check
+    if cfg.tiny:
+        cfg.steps, cfg.batch, cfg.ckpt_every = 4, 4, 2
+    return cfg

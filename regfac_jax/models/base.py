@@ -71,13 +71,27 @@ class StyleGANBase(Generator):
     """Shared latent-space plumbing for StyleGAN2/3.
 
     Subclasses implement the two pure functions below (they must be jit-able and must not read ``self.params``
-    or ``self.buffers``: weights arrive as arguments), plus the size properties.
+    or ``self.buffers``: weights arrive as arguments), plus ``w_dim``, ``z_dim`` and ``c_dim``, and set ``spec``
+    (their parsed config, with ``num_ws``, ``img_resolution`` and ``img_channels``) in ``__post_init__``.
     """
 
-    num_ws: int
+    spec: Any
     w_dim: int
     z_dim: int
     c_dim: int
+
+    @property
+    def num_ws(self) -> int:
+        """How many w vectors synthesis takes (one per modulated layer, plus the last toRGB for StyleGAN2)."""
+        return self.spec.num_ws
+
+    @property
+    def img_resolution(self) -> int:
+        return self.spec.img_resolution
+
+    @property
+    def img_channels(self) -> int:
+        return self.spec.img_channels
 
     def mapping_apply(self, params, buffers, z, c, truncation_psi, truncation_cutoff) -> jax.Array:
         """z [N, z_dim], c [N, c_dim] -> ws [N, num_ws, w_dim]."""
@@ -99,7 +113,8 @@ class StyleGANBase(Generator):
             raise ValueError(f"z must have shape [N, {self.z_dim}], got {tuple(z.shape)}.")
         if self.c_dim > 0:
             if c is None:
-                raise ValueError(f"This generator is conditional (c_dim={self.c_dim}); pass c of shape [N, {self.c_dim}].")
+                raise ValueError(f"This generator is conditional (c_dim={self.c_dim}); "
+                                 f"pass c of shape [N, {self.c_dim}].")
             c = jnp.asarray(c, jnp.float32)
             if c.shape != (z.shape[0], self.c_dim):
                 raise ValueError(f"c must have shape [{z.shape[0]}, {self.c_dim}], got {tuple(c.shape)}.")
@@ -147,21 +162,7 @@ class StyleGANBase(Generator):
         if noise_mode not in ("const", "none"):
             raise ValueError(f"noise_mode must be 'const' or 'none' for a Jacobian, got {noise_mode!r}.")
         if space == "w":
-            if layers is None:
-                mask = jnp.ones((self.num_ws,), jnp.float32)
-                base = jnp.zeros((self.num_ws, self.w_dim), jnp.float32)
-            else:
-                layers = tuple(int(i) for i in layers)
-                bad = [i for i in layers if not 0 <= i < self.num_ws]
-                if bad:
-                    raise ValueError(f"layers {bad} are outside this generator's 0..{self.num_ws - 1} "
-                                     f"(num_ws={self.num_ws}).")
-                if base_ws is None:
-                    raise ValueError("space='w' with a layer subset needs base_ws [num_ws, w_dim] for the other layers.")
-                base = jnp.asarray(base_ws, jnp.float32)
-                if base.shape != (self.num_ws, self.w_dim):
-                    raise ValueError(f"base_ws must be [{self.num_ws}, {self.w_dim}], got {tuple(base.shape)}.")
-                mask = jnp.zeros((self.num_ws,), jnp.float32).at[jnp.asarray(layers)].set(1.0)
+            mask, base = self._layer_mask(layers, base_ws)
             key = ("latent_w", noise_mode, tuple(sorted(options.items())))
             fn = self._cached(key, lambda: functools.partial(_w_image, self, noise_mode, options))
             return Partial(fn, self.params, self.buffers, mask, base)
@@ -170,6 +171,22 @@ class StyleGANBase(Generator):
             fn = self._cached(key, lambda: functools.partial(_wplus_image, self, noise_mode, options))
             return Partial(fn, self.params, self.buffers)
         raise ValueError(f"Unknown latent space {space!r} for {self.kind}; expected 'w' or 'wplus'.")
+
+    def _layer_mask(self, layers: Sequence[int] | None, base_ws) -> tuple[jax.Array, jax.Array]:
+        """(mask [num_ws]: 1 where w is written, base [num_ws, w_dim]: the other layers' values) for space 'w'."""
+        if layers is None:
+            return jnp.ones((self.num_ws,), jnp.float32), jnp.zeros((self.num_ws, self.w_dim), jnp.float32)
+        layers = tuple(int(i) for i in layers)
+        bad = [i for i in layers if not 0 <= i < self.num_ws]
+        if bad:
+            raise ValueError(f"layers {bad} are outside this generator's 0..{self.num_ws - 1} "
+                             f"(num_ws={self.num_ws}).")
+        if base_ws is None:
+            raise ValueError("space='w' with a layer subset needs base_ws [num_ws, w_dim] for the other layers.")
+        base = jnp.asarray(base_ws, jnp.float32)
+        if base.shape != (self.num_ws, self.w_dim):
+            raise ValueError(f"base_ws must be [{self.num_ws}, {self.w_dim}], got {tuple(base.shape)}.")
+        return jnp.zeros((self.num_ws,), jnp.float32).at[jnp.asarray(layers)].set(1.0), base
 
 
 def _w_image(gen: StyleGANBase, noise_mode, options, params, buffers, mask, base, w):

@@ -430,7 +430,7 @@ class GenBlock(nn.Module):
         mid = cin // REDUCTION
         widths = (mid, mid, mid, self.out_channels)
         h = x
-        for i, (k, cout) in enumerate(zip((1, 3, 3, 1), widths)):
+        for i, (k, cout) in enumerate(zip((1, 3, 3, 1), widths, strict=True)):
             h = BatchNorm(self.n_stats, self.eps, name=f"bn_{i}")(h, stats, cond)
             h = jax.nn.relu(h)
             if i == 1 and self.up_sample:

@@ -31,6 +31,7 @@ import numpy as np
 from jax import lax
 
 from regfac_jax.models.base import StyleGANBase
+from regfac_jax.models.layers import FullyConnectedLayer, normalize_2nd_moment, torch_lerp
 from regfac_jax.ops.precision import matmul_precision as _prec
 from regfac_jax.ops.bias_act import ACTIVATIONS, activation_gain, bias_act
 from regfac_jax.ops.upfirdn2d import filter_size, setup_filter, upfirdn2d, upsample2d
@@ -105,7 +106,8 @@ class StyleGAN2Spec:
 
 
 def _positive_int(value, name: str, allow_zero: bool = False) -> int:
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and (value > 0 or allow_zero and value == 0)
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and (
+        value > 0 or allow_zero and value == 0)
     if not ok:
         raise ValueError(f"StyleGAN2 config: {name} must be a {'non-negative' if allow_zero else 'positive'} "
                          f"integer, got {value!r}.")
@@ -133,14 +135,7 @@ def parse_config(config: dict) -> StyleGAN2Spec:
     Raises:
       ValueError: naming the offending entry when the config is not a valid StyleGAN2-ada generator config.
     """
-    if not isinstance(config, dict):
-        raise ValueError(f"StyleGAN2 config must be a dict of init_kwargs, got {type(config).__name__}.")
-    missing = sorted({"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"} - set(config))
-    unknown = sorted(set(config) - _TOP_KEYS)
-    if missing or unknown:
-        raise ValueError(f"StyleGAN2 config: missing {missing}, unknown {unknown}; expected the init_kwargs of "
-                         f"stylegan2-ada-pytorch training.networks.Generator ({sorted(_TOP_KEYS)}). A StyleGAN3 "
-                         "config (channel_base at top level, no synthesis_kwargs) needs kind='stylegan3'.")
+    _check_top_keys(config)
     mk = _sub_kwargs(config, "mapping_kwargs", _MAPPING_DEFAULTS)
     sk = _sub_kwargs(config, "synthesis_kwargs", _SYNTHESIS_DEFAULTS)
     res = _positive_int(config["img_resolution"], "img_resolution")
@@ -150,21 +145,10 @@ def parse_config(config: dict) -> StyleGAN2Spec:
     if _positive_int(config["z_dim"], "z_dim", allow_zero=True) + c_dim == 0:
         raise ValueError("StyleGAN2 config: z_dim and c_dim are both 0; the mapping network would have no input.")
     w_dim = _positive_int(config["w_dim"], "w_dim")
-    for name, act in (("mapping_kwargs.activation", mk["activation"]), ("synthesis_kwargs.activation", sk["activation"])):
-        if act not in ACTIVATIONS:
-            raise ValueError(f"StyleGAN2 config: {name} {act!r} is not one of {sorted(ACTIVATIONS)}.")
-    if sk["architecture"] not in ("orig", "skip", "resnet"):
-        raise ValueError(f"StyleGAN2 config: architecture must be 'orig', 'skip' or 'resnet', got {sk['architecture']!r}.")
+    _check_choices(mk, sk)
     kernel = _positive_int(sk["kernel_size"], "synthesis_kwargs.kernel_size")
-    base, cmax = _positive_int(sk["channel_base"], "channel_base"), _positive_int(sk["channel_max"], "channel_max")
-    resolutions = tuple(2 ** i for i in range(2, int(math.log2(res)) + 1))
-    channels = tuple(min(base // r, cmax) for r in resolutions)
-    if min(channels) < 1:
-        raise ValueError(f"StyleGAN2 config: channel_base {base} gives zero channels at {res}px; raise channel_base.")
-    num_layers = _positive_int(mk["num_layers"], "mapping_kwargs.num_layers")
-    embed = 0 if c_dim == 0 else _positive_int(w_dim if mk["embed_features"] is None else mk["embed_features"],
-                                               "mapping_kwargs.embed_features")
-    layer = _positive_int(w_dim if mk["layer_features"] is None else mk["layer_features"], "mapping_kwargs.layer_features")
+    resolutions, channels = _block_channels(sk, res)
+    num_layers, embed, layer = _mapping_features(mk, c_dim, w_dim)
     clamp = sk["conv_clamp"]
     if clamp is not None and (not isinstance(clamp, (int, float)) or clamp < 0):
         raise ValueError(f"StyleGAN2 config: conv_clamp must be None or a non-negative number, got {clamp!r}.")
@@ -179,20 +163,52 @@ def parse_config(config: dict) -> StyleGAN2Spec:
         activation=sk["activation"], block_resolutions=resolutions, block_channels=channels)
 
 
+def _check_top_keys(config) -> None:
+    """Refuses anything but a dict holding the official Generator's top-level init_kwargs."""
+    if not isinstance(config, dict):
+        raise ValueError(f"StyleGAN2 config must be a dict of init_kwargs, got {type(config).__name__}.")
+    missing = sorted({"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"} - set(config))
+    unknown = sorted(set(config) - _TOP_KEYS)
+    if missing or unknown:
+        raise ValueError(f"StyleGAN2 config: missing {missing}, unknown {unknown}; expected the init_kwargs of "
+                         f"stylegan2-ada-pytorch training.networks.Generator ({sorted(_TOP_KEYS)}). A StyleGAN3 "
+                         "config (channel_base at top level, no synthesis_kwargs) needs kind='stylegan3'.")
+
+
+def _check_choices(mk: dict, sk: dict) -> None:
+    """The activations and the synthesis architecture must be ones the port implements."""
+    for name, act in (("mapping_kwargs.activation", mk["activation"]),
+                      ("synthesis_kwargs.activation", sk["activation"])):
+        if act not in ACTIVATIONS:
+            raise ValueError(f"StyleGAN2 config: {name} {act!r} is not one of {sorted(ACTIVATIONS)}.")
+    if sk["architecture"] not in ("orig", "skip", "resnet"):
+        raise ValueError("StyleGAN2 config: architecture must be 'orig', 'skip' or 'resnet', got "
+                         f"{sk['architecture']!r}.")
+
+
+def _block_channels(sk: dict, res: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(block resolutions 4..res, their channel counts min(channel_base // r, channel_max))."""
+    base, cmax = _positive_int(sk["channel_base"], "channel_base"), _positive_int(sk["channel_max"], "channel_max")
+    resolutions = tuple(2 ** i for i in range(2, int(math.log2(res)) + 1))
+    channels = tuple(min(base // r, cmax) for r in resolutions)
+    if min(channels) < 1:
+        raise ValueError(f"StyleGAN2 config: channel_base {base} gives zero channels at {res}px; raise channel_base.")
+    return resolutions, channels
+
+
+def _mapping_features(mk: dict, c_dim: int, w_dim: int) -> tuple[int, int, int]:
+    """(mapping layers, embedding features (0 without labels), hidden layer features)."""
+    num_layers = _positive_int(mk["num_layers"], "mapping_kwargs.num_layers")
+    embed = 0 if c_dim == 0 else _positive_int(w_dim if mk["embed_features"] is None else mk["embed_features"],
+                                               "mapping_kwargs.embed_features")
+    layer = _positive_int(w_dim if mk["layer_features"] is None else mk["layer_features"],
+                          "mapping_kwargs.layer_features")
+    return num_layers, embed, layer
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Pure functions
 # ---------------------------------------------------------------------------------------------------------
-
-def normalize_2nd_moment(x: jax.Array, eps: float = 1e-8) -> jax.Array:
-    """x [N, D] divided by its root mean square over D."""
-    return x * lax.rsqrt(jnp.mean(jnp.square(x), axis=1, keepdims=True) + eps)
-
-
-def _lerp(start: jax.Array, end: jax.Array, t: jax.Array) -> jax.Array:
-    """start + t * (end - start), evaluated as PyTorch's lerp does (from the nearer end)."""
-    diff = end - start
-    return jnp.where(jnp.abs(t) < 0.5, start + t * diff, end - diff * (1 - t))
-
 
 def _conv(x: jax.Array, w: jax.Array, padding, lhs_dilation=(1, 1)) -> jax.Array:
     return lax.conv_general_dilated(x, w, (1, 1), padding, lhs_dilation=lhs_dilation, dimension_numbers=_DIMS,
@@ -258,7 +274,9 @@ def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, noise: 
         wmod = weight[None] * styles[:, None, None, :, None]
         if dcoefs is not None:
             wmod = wmod * dcoefs[:, None, None, None, :]
-        conv = lambda xi, wi: conv2d_resample(xi[None], wi, resample_filter, up, padding)[0]
+        def conv(xi, wi):  # one sample [H, W, I] with its own weight [kh, kw, I, O]
+            return conv2d_resample(xi[None], wi, resample_filter, up, padding)[0]
+
         x = jax.vmap(conv)(x, wmod)
     else:
         x = conv2d_resample(x * styles[:, None, None, :], weight, resample_filter, up, padding)
@@ -275,30 +293,6 @@ def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, noise: 
 
 def _normal(key, shape, dtype=jnp.float32):
     return jax.random.normal(key, shape, dtype)
-
-
-class FullyConnectedLayer(nn.Module):
-    """Equalised-learning-rate dense layer: weight [in, out] * lr/sqrt(in), bias * lr, activation."""
-
-    in_features: int
-    out_features: int
-    activation: str = "linear"
-    lr_multiplier: float = 1.0
-    bias_init: float = 0.0
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x [N, in] -> [N, out] in x's dtype."""
-        weight = self.param("weight", lambda k: _normal(k, (self.in_features, self.out_features)) / self.lr_multiplier)
-        bias = self.param("bias", lambda k: jnp.full((self.out_features,), self.bias_init, jnp.float32))
-        w = weight.astype(x.dtype) * (self.lr_multiplier / math.sqrt(self.in_features))
-        b = bias.astype(x.dtype)
-        if self.lr_multiplier != 1:
-            b = b * self.lr_multiplier
-        x = jnp.matmul(x, w, precision=_prec())
-        if self.activation == "linear":
-            return x + b
-        return bias_act(x, b, act=self.activation)
 
 
 class MappingNetwork(nn.Module):
@@ -328,7 +322,7 @@ class MappingNetwork(nn.Module):
         psi = jnp.asarray(truncation_psi, dtype)
         layers = np.zeros((s.num_ws,), bool)
         layers[slice(None, truncation_cutoff)] = True            # the official x[:, :truncation_cutoff]
-        truncated = jnp.where(layers[None, :, None], _lerp(w_avg, x, psi), x)
+        truncated = jnp.where(layers[None, :, None], torch_lerp(w_avg, x, psi), x)
         return jnp.where(psi == 1, x, truncated)
 
 
@@ -345,7 +339,8 @@ class SynthesisLayer(nn.Module):
     def __call__(self, x, w, noise_mode="const", key=None, modulation=DEFAULT_MODULATION, gain=1.0):
         """x [N, R/up, R/up, in], w [N, w_dim] -> [N, R, R, out]."""
         s, k, dtype = self.spec, self.spec.kernel_size, x.dtype
-        f = self.variable("buffers", "resample_filter", lambda: jnp.asarray(setup_filter(list(s.layer_filter(self.up)))))
+        f = self.variable("buffers", "resample_filter",
+                          lambda: jnp.asarray(setup_filter(list(s.layer_filter(self.up)))))
         styles = FullyConnectedLayer(s.w_dim, self.in_channels, bias_init=1.0, name="affine")(w)
         weight = self.param("weight", _normal, (k, k, self.in_channels, self.out_channels)).astype(dtype)
         noise = None
@@ -392,7 +387,8 @@ class SkipLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        f = self.variable("buffers", "resample_filter", lambda: jnp.asarray(setup_filter(list(self.spec.resample_filter))))
+        f = self.variable("buffers", "resample_filter",
+                          lambda: jnp.asarray(setup_filter(list(self.spec.resample_filter))))
         weight = self.param("weight", _normal, (1, 1, self.in_channels, self.out_channels)).astype(x.dtype)
         x = conv2d_resample(x, weight * (1 / math.sqrt(self.in_channels)), f.value.astype(x.dtype), up=2)
         return bias_act(x, None, gain=math.sqrt(0.5))
@@ -476,10 +472,6 @@ class StyleGAN2Generator(StyleGANBase):
 
     # ---- sizes ------------------------------------------------------------------------------------
     @property
-    def num_ws(self) -> int:
-        return self.spec.num_ws
-
-    @property
     def w_dim(self) -> int:
         return self.spec.w_dim
 
@@ -490,14 +482,6 @@ class StyleGAN2Generator(StyleGANBase):
     @property
     def c_dim(self) -> int:
         return self.spec.c_dim
-
-    @property
-    def img_resolution(self) -> int:
-        return self.spec.img_resolution
-
-    @property
-    def img_channels(self) -> int:
-        return self.spec.img_channels
 
     # ---- pure functions ---------------------------------------------------------------------------
     def mapping_apply(self, params, buffers, z, c, truncation_psi=1.0, truncation_cutoff: int | None = None):

@@ -36,8 +36,8 @@ import numpy as np
 from jax import lax
 
 from regfac_jax.models.base import StyleGANBase
+from regfac_jax.models.layers import FullyConnectedLayer, normalize_2nd_moment, torch_lerp
 from regfac_jax.ops.precision import matmul_precision as _prec
-from regfac_jax.ops.bias_act import bias_act
 from regfac_jax.ops.filtered_lrelu import filtered_lrelu
 
 BUFFER_NAMES = ("w_avg", "transform", "freqs", "phases", "magnitude_ema", "up_filter", "down_filter")
@@ -216,17 +216,6 @@ def _placeholder(_key, shape, dtype=jnp.float32):
     return jnp.zeros(shape, dtype)
 
 
-def normalize_2nd_moment(x: jax.Array, eps: float = 1e-8) -> jax.Array:
-    """x [N, D] scaled to unit mean square per row."""
-    return x * lax.rsqrt(jnp.mean(jnp.square(x), axis=1, keepdims=True) + eps)
-
-
-def torch_lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
-    """``start + weight * (end - start)`` evaluated as ``torch.lerp`` does (exact ``end`` at weight 1)."""
-    diff = end - start
-    return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))
-
-
 def conv2d(x: jax.Array, weight: jax.Array, padding: int) -> jax.Array:
     """Zero-padded 2-D convolution (correlation, as PyTorch's conv2d) of x [N, H, W, I] with HWIO [k, k, I, O].
 
@@ -335,28 +324,6 @@ def validate_transform(matrix) -> np.ndarray:
 
 # ---- Flax modules -------------------------------------------------------------------------------------------
 
-class FullyConnected(nn.Module):
-    """Dense layer with equalized learning rate; weight [in, out], bias [out]."""
-
-    in_features: int
-    out_features: int
-    activation: str = "linear"
-    lr_multiplier: float = 1.0
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x [N, in] -> [N, out] in x's dtype."""
-        weight = self.param("weight", _placeholder, (self.in_features, self.out_features))
-        bias = self.param("bias", _placeholder, (self.out_features,))
-        w = weight.astype(x.dtype) * (self.lr_multiplier / math.sqrt(self.in_features))
-        b = bias.astype(x.dtype)
-        if self.lr_multiplier != 1:
-            b = b * self.lr_multiplier
-        if self.activation == "linear":
-            return b[None] + jnp.matmul(x, w, precision=_prec())
-        return bias_act(jnp.matmul(x, w, precision=_prec()), b, act=self.activation)
-
-
 class MappingNetwork(nn.Module):
     """z (+ c) -> ws [N, num_ws, w_dim], with truncation towards ``w_avg``."""
 
@@ -372,11 +339,12 @@ class MappingNetwork(nn.Module):
         """z [N, z_dim], c [N, c_dim], psi scalar -> ws [N, num_ws, w_dim] (in z's dtype)."""
         x = normalize_2nd_moment(z)
         if self.c_dim > 0:
-            y = FullyConnected(self.c_dim, self.w_dim, name="embed")(c.astype(z.dtype))
+            y = FullyConnectedLayer(self.c_dim, self.w_dim, name="embed")(c.astype(z.dtype))
             x = jnp.concatenate([x, normalize_2nd_moment(y)], axis=1)
         features = [self.z_dim + (self.w_dim if self.c_dim > 0 else 0)] + [self.w_dim] * self.num_layers
         for idx in range(self.num_layers):
-            x = FullyConnected(features[idx], features[idx + 1], "lrelu", self.lr_multiplier, name=f"fc{idx}")(x)
+            fc = FullyConnectedLayer(features[idx], features[idx + 1], "lrelu", self.lr_multiplier, name=f"fc{idx}")
+            x = fc(x)
         w_avg = self.variable("buffers", "w_avg", _placeholder, None, (self.w_dim,)).value.astype(x.dtype)
         x = jnp.broadcast_to(x[:, None, :], (x.shape[0], self.num_ws, self.w_dim))
         cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
@@ -400,7 +368,7 @@ class SynthesisInput(nn.Module):
         phases = self.variable("buffers", "phases", _placeholder, None, (s.channels,)).value.astype(dt)
         user = (buf if transform is None else transform).astype(dt)
 
-        t = FullyConnected(self.w_dim, 4, name="affine")(w)  # (cos, sin, tx, ty), rotation normalised below
+        t = FullyConnectedLayer(self.w_dim, 4, name="affine")(w)  # (cos, sin, tx, ty), rotation normalised below
         t = t / jnp.sqrt(jnp.sum(jnp.square(t[:, :2]), axis=1, keepdims=True))
         zero, one = jnp.zeros_like(t[:, 0]), jnp.ones_like(t[:, 0])
         m_r = jnp.stack([jnp.stack([t[:, 0], -t[:, 1], zero], -1), jnp.stack([t[:, 1], t[:, 0], zero], -1),
@@ -447,7 +415,7 @@ class SynthesisLayer(nn.Module):
         magnitude_ema = self.variable("buffers", "magnitude_ema", _placeholder, None, ()).value
         fu, fd = self._filters()
 
-        styles = FullyConnected(self.w_dim, s.in_channels, name="affine")(w)
+        styles = FullyConnectedLayer(self.w_dim, s.in_channels, name="affine")(w)
         if s.is_torgb:
             styles = styles * (1 / math.sqrt(s.in_channels * k ** 2))
         x = modulated_conv2d(x, weight, styles, padding=k - 1, demodulate=not s.is_torgb,
@@ -496,10 +464,6 @@ class StyleGAN3Generator(StyleGANBase):
 
     # ---- sizes --------------------------------------------------------------------------------------------
     @property
-    def num_ws(self) -> int:
-        return self.spec.num_ws
-
-    @property
     def w_dim(self) -> int:
         return int(self.cfg["w_dim"])
 
@@ -510,14 +474,6 @@ class StyleGAN3Generator(StyleGANBase):
     @property
     def c_dim(self) -> int:
         return int(self.cfg["c_dim"])
-
-    @property
-    def img_resolution(self) -> int:
-        return self.spec.img_resolution
-
-    @property
-    def img_channels(self) -> int:
-        return self.spec.img_channels
 
     @property
     def layer_names(self) -> tuple[str, ...]:

@@ -37,36 +37,15 @@ import numpy as np
 from jax import lax
 
 from regfac_jax.ops.bias_act import bias_act
-from regfac_jax.ops.upfirdn2d import upfirdn2d
-
-
-
-def parse_padding(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
-    """int, (px, py) or (x0, x1, y0, y1) -> (x0, x1, y0, y1) as Python ints."""
-    if isinstance(padding, (int, np.integer)):
-        padding = (padding, padding)
-    pads = tuple(padding)
-    if len(pads) not in (2, 4) or any(int(p) != p for p in pads):
-        raise ValueError(f"padding must be an int, (x, y) or (x0, x1, y0, y1) of ints, got {padding!r}.")
-    pads = tuple(int(p) for p in pads)
-    return (pads[0], pads[0], pads[1], pads[1]) if len(pads) == 2 else pads  # type: ignore[return-value]
-
-
-def _taps(f) -> tuple[int, int]:
-    """(width, height) of a filter [taps] (separable), [fh, fw] or None (a single tap)."""
-    if f is None:
-        return 1, 1
-    if f.ndim not in (1, 2):
-        raise ValueError(f"a filtered_lrelu filter must be [taps] or [fh, fw], got shape {tuple(f.shape)}.")
-    return int(f.shape[-1]), int(f.shape[0])
+from regfac_jax.ops.upfirdn2d import filter_size, parse_padding, upfirdn2d
 
 
 def output_size(in_size: tuple[int, int], fu, fd, up: int, down: int,
                 padding: int | Sequence[int]) -> tuple[int, int]:
     """(height, width) of :func:`filtered_lrelu`'s output for an input of (height, width) ``in_size``."""
     px0, px1, py0, py1 = parse_padding(padding)
-    fu_w, fu_h = _taps(fu)
-    fd_w, fd_h = _taps(fd)
+    fu_w, fu_h = filter_size(fu)
+    fd_w, fd_h = filter_size(fd)
     out_h = (in_size[0] * up + py0 + py1 - (fu_h - 1) - (fd_h - 1) + down - 1) // down
     out_w = (in_size[1] * up + px0 + px1 - (fu_w - 1) - (fd_w - 1) + down - 1) // down
     return out_h, out_w
@@ -195,7 +174,8 @@ def filtered_lrelu(x: jax.Array, fu: jax.Array | None = None, fd: jax.Array | No
     out_h, out_w = output_size(x.shape[1:3], fu, fd, up, down, pads)
     if out_h < 1 or out_w < 1:
         raise ValueError(f"filtered_lrelu: padding {pads} leaves no output for a {x.shape[1]}x{x.shape[2]} input "
-                         f"with up={up}, down={down} and filters of {_taps(fu)} / {_taps(fd)} taps (width, height).")
+                         f"with up={up}, down={down} and filters of {filter_size(fu)} / {filter_size(fd)} taps "
+                         "(width, height).")
     if b is not None:
         x = bias_act(x, b)
     fu = _prepare(jnp.ones((1,), jnp.float32) if fu is None else fu, x.dtype, up ** 2, flip_filter)
@@ -218,7 +198,7 @@ def _tile_rows(x, fu, fd, up: int, down: int, pads, out_h: int, tile_rows: int |
     unit = up // math.gcd(up, down)
     if tile_rows is None:
         row_bytes = x.shape[0] * (x.shape[2] * up + pads[0] + pads[1]) * x.shape[3] * x.dtype.itemsize
-        if row_bytes * (out_h * down + _taps(fu)[1] + _taps(fd)[1]) <= TILE_BYTES:
+        if row_bytes * (out_h * down + filter_size(fu)[1] + filter_size(fd)[1]) <= TILE_BYTES:
             return out_h
         tile_rows = max(1, TILE_BYTES // (row_bytes * down))
     return max(unit, int(tile_rows) // unit * unit)
@@ -233,7 +213,7 @@ def _tiled(x, fu, fd, up: int, down: int, pads, out_h: int, rows: int, act) -> j
     padding and the same number of input rows, and runs the untiled code on them.
     """
     px0, px1, py0, py1 = pads
-    ku, kd = _taps(fu)[1], _taps(fd)[1]
+    ku, kd = filter_size(fu)[1], filter_size(fd)[1]
     span = (rows - 1) * down + kd + ku - 1  # Z rows one strip reads
     first = -((py0 - 0) // up)  # ceil(-py0 / up): the first input row of strip 0
     lead = py0 + up * first  # local padding before that row (0 <= lead < up)

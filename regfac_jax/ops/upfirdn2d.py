@@ -34,16 +34,15 @@ def _scaling(s: IntPair, what: str) -> tuple[int, int]:
     return int(sx), int(sy)
 
 
-def _padding(p: int | Sequence[int]) -> tuple[int, int, int, int]:
-    """int, (px, py) or (x0, x1, y0, y1) -> (x0, x1, y0, y1)."""
-    if isinstance(p, (int, np.integer)):
-        p = (p, p)
-    p = tuple(int(v) for v in p)
-    if len(p) == 2:
-        p = (p[0], p[0], p[1], p[1])
-    if len(p) != 4:
-        raise ValueError(f"padding must be an int, (x, y) or (x0, x1, y0, y1), got {p!r}.")
-    return p  # type: ignore[return-value]
+def parse_padding(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
+    """int, (px, py) or (x0, x1, y0, y1) -> (x0, x1, y0, y1) as Python ints."""
+    if isinstance(padding, (int, np.integer)):
+        padding = (padding, padding)
+    pads = tuple(padding)
+    if len(pads) not in (2, 4) or any(int(p) != p for p in pads):
+        raise ValueError(f"padding must be an int, (x, y) or (x0, x1, y0, y1) of ints, got {padding!r}.")
+    pads = tuple(int(p) for p in pads)
+    return (pads[0], pads[0], pads[1], pads[1]) if len(pads) == 2 else pads  # type: ignore[return-value]
 
 
 def filter_size(f) -> tuple[int, int]:
@@ -172,7 +171,7 @@ def upfirdn2d(x: jax.Array, f, up: IntPair = 1, down: IntPair = 1, padding: int 
         raise ValueError(f"upfirdn2d expects NHWC images [N, H, W, C], got shape {tuple(x.shape)}.")
     upx, upy = _scaling(up, "up")
     downx, downy = _scaling(down, "down")
-    px0, px1, py0, py1 = _padding(padding)
+    px0, px1, py0, py1 = parse_padding(padding)
     f = jnp.ones((1, 1), jnp.float32) if f is None else jnp.asarray(f)
     fw, fh = filter_size(f)
     out_h = x.shape[1] * upy + py0 + py1 - fh
@@ -195,7 +194,7 @@ def upfirdn2d(x: jax.Array, f, up: IntPair = 1, down: IntPair = 1, padding: int 
 def filter2d(x: jax.Array, f, padding: int | Sequence[int] = 0, flip_filter: bool = False,
              gain: float = 1) -> jax.Array:
     """FIR-filters x [N, H, W, C] keeping its size (plus ``padding``, relative to the output)."""
-    px0, px1, py0, py1 = _padding(padding)
+    px0, px1, py0, py1 = parse_padding(padding)
     fw, fh = filter_size(None if f is None else jnp.asarray(f))
     p = (px0 + fw // 2, px1 + (fw - 1) // 2, py0 + fh // 2, py1 + (fh - 1) // 2)
     return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain)
@@ -205,7 +204,7 @@ def upsample2d(x: jax.Array, f, up: IntPair = 2, padding: int | Sequence[int] = 
                gain: float = 1) -> jax.Array:
     """Upsamples x [N, H, W, C] to [N, H * up, W * up, C] (plus ``padding``), preserving the DC gain."""
     upx, upy = _scaling(up, "up")
-    px0, px1, py0, py1 = _padding(padding)
+    px0, px1, py0, py1 = parse_padding(padding)
     fw, fh = filter_size(None if f is None else jnp.asarray(f))
     p = (px0 + (fw + upx - 1) // 2, px1 + (fw - upx) // 2, py0 + (fh + upy - 1) // 2, py1 + (fh - upy) // 2)
     return upfirdn2d(x, f, up=(upx, upy), padding=p, flip_filter=flip_filter, gain=gain * upx * upy)
@@ -215,7 +214,7 @@ def downsample2d(x: jax.Array, f, down: IntPair = 2, padding: int | Sequence[int
                  gain: float = 1) -> jax.Array:
     """Downsamples x [N, H, W, C] to [N, H // down, W // down, C] (plus ``padding``, relative to the input)."""
     downx, downy = _scaling(down, "down")
-    px0, px1, py0, py1 = _padding(padding)
+    px0, px1, py0, py1 = parse_padding(padding)
     fw, fh = filter_size(None if f is None else jnp.asarray(f))
     p = (px0 + (fw - downx + 1) // 2, px1 + (fw - downx) // 2, py0 + (fh - downy + 1) // 2, py1 + (fh - downy) // 2)
     return upfirdn2d(x, f, down=(downx, downy), padding=p, flip_filter=flip_filter, gain=gain)
