@@ -6,6 +6,7 @@ import pytest
 import scipy.linalg
 
 from regfac_jax import directions, jacobian, regions
+from regfac_jax.jacobian import JacobianOptions
 from regfac_jax.models import toy
 
 
@@ -55,14 +56,15 @@ def _masks(res):
 def test_chunked_grams_equal_grams_of_full_jacobian(x64, strategy, chunk):
     fn, zs = _toy(jnp.float64)
     masks = _masks(8)
-    A, B = jacobian.region_grams(fn, zs, masks, tangent_chunk=chunk, strategy=strategy, per_sample=True)
+    A, B = jacobian.region_grams(fn, zs, masks, JacobianOptions(tangent_chunk=chunk, strategy=strategy),
+                                 per_sample=True)
     assert A.shape == B.shape == (3, 2, 6, 6)
     for i in range(3):
         rA, rB = _numpy_grams(np.asarray(jacobian.jacobian(fn, zs[i])), masks)
         # float64 sums of a few hundred products: round-off level.
         np.testing.assert_allclose(A[i], rA, rtol=1e-11, atol=1e-14 * np.abs(rA).max())
         np.testing.assert_allclose(B[i], rB, rtol=1e-11, atol=1e-14 * np.abs(rB).max())
-    Am, Bm = jacobian.region_grams(fn, zs, masks, tangent_chunk=chunk, strategy=strategy)
+    Am, Bm = jacobian.region_grams(fn, zs, masks, JacobianOptions(tangent_chunk=chunk, strategy=strategy))
     np.testing.assert_allclose(Am, np.mean(A, 0), rtol=1e-12)
     np.testing.assert_allclose(Bm, np.mean(B, 0), rtol=1e-12)
 
@@ -70,8 +72,8 @@ def test_chunked_grams_equal_grams_of_full_jacobian(x64, strategy, chunk):
 def test_float32_strategies_agree():
     fn, zs = _toy(jnp.float32, d=8, res=16)
     masks = _masks(16)
-    a1, b1 = jacobian.region_grams(fn, zs, masks, strategy="materialize")
-    a2, b2 = jacobian.region_grams(fn, zs, masks, strategy="transpose", tangent_chunk=3)
+    a1, b1 = jacobian.region_grams(fn, zs, masks, JacobianOptions(strategy="materialize"))
+    a2, b2 = jacobian.region_grams(fn, zs, masks, JacobianOptions(strategy="transpose", tangent_chunk=3))
     # Two float32 summation orders over 768 rows: ~1e-6 relative to the largest entry.
     np.testing.assert_allclose(a1, a2, atol=1e-5 * np.abs(a1).max())
     np.testing.assert_allclose(b1, b2, atol=1e-5 * np.abs(b1).max())
@@ -95,13 +97,13 @@ def test_official_mode_grams_on_a_large_image(x64):
     fn = toy.toy_latent_fn(params)
     z = jax.random.normal(jax.random.key(3), (4,), jnp.float64)
     mask = regions.preset_mask("ffhq", "eyes", 256)  # the paper's masks live on the 256 grid
-    A, B = jacobian.region_grams(fn, z, mask, preprocess="official")
+    A, B = jacobian.region_grams(fn, z, mask, JacobianOptions(preprocess="official"))
     J = np.asarray(jax.jacfwd(fn)(z))[::2, ::2].sum(axis=2, keepdims=True)
     rA, rB = _numpy_grams(J, mask[None])
     np.testing.assert_allclose(A, rA, rtol=1e-10)
     np.testing.assert_allclose(B, rB, rtol=1e-10)
     with pytest.raises(regions.RegionError, match="does not match the image size"):
-        jacobian.region_grams(fn, z, regions.preset_mask("ffhq", "eyes", 512), preprocess="official")
+        jacobian.region_grams(fn, z, regions.preset_mask("ffhq", "eyes", 512), JacobianOptions(preprocess="official"))
 
 
 def test_fixture_jacobian_grams_and_directions(fixtures_dir, x64):
@@ -113,7 +115,7 @@ def test_fixture_jacobian_grams_and_directions(fixtures_dir, x64):
     # A linear map whose Jacobian is exactly the official one: our machinery must reproduce numpy's Grams.
     fn = lambda w: (Jflat @ (w - w0)).reshape(H, W, C)  # noqa: E731
     mask = regions.box_mask((128, 128, 96, 128), H)
-    A, B = jacobian.region_grams(fn, w0, mask, tangent_chunk=7)
+    A, B = jacobian.region_grams(fn, w0, mask, JacobianOptions(tangent_chunk=7))
     rA, rB = _numpy_grams(J, mask[None])
     np.testing.assert_allclose(A, rA, rtol=1e-11, atol=1e-13 * np.abs(rA).max())
     np.testing.assert_allclose(B, rB, rtol=1e-11, atol=1e-13 * np.abs(rB).max())
@@ -141,7 +143,8 @@ def test_auto_plan_fits_8gib_at_1024(name, preprocess):
     rows = 1024 * 1024 * 3 if preprocess is None else 256 * 256
     weights = jax.ShapeDtypeStruct((6, rows), jnp.float32)
     budget = 8 << 30
-    plan = jacobian.plan_grams(gen.latent_fn("w"), latent, weights, preprocess=preprocess, memory_budget=budget)
+    plan = jacobian.plan_grams(gen.latent_fn("w"), latent, weights,
+                               JacobianOptions(preprocess=preprocess, memory_budget=budget))
     assert plan.strategy in jacobian.STRATEGIES
     assert plan.limit_bytes == jacobian.memory_limit(budget)
     # XLA's own analysis of the kernel auto returns (and would run): within the budget.
@@ -153,19 +156,19 @@ def test_auto_plan_fits_8gib_at_1024(name, preprocess):
 def test_auto_plan_is_cached_and_fails_clearly():
     fn, zs = _toy(d=8, res=16)
     weights = jnp.asarray(jacobian.mask_weights(_masks(16), 3))
-    plan = jacobian.plan_grams(fn, zs[0], weights, memory_budget=1 << 30)
+    plan = jacobian.plan_grams(fn, zs[0], weights, JacobianOptions(memory_budget=1 << 30))
     assert plan.strategy == "blocked" and plan.block == 8 and plan.tangent_chunk == 8  # cheapest: everything at once
-    assert jacobian.plan_grams(fn, zs[0], weights, memory_budget=1 << 30) is plan
+    assert jacobian.plan_grams(fn, zs[0], weights, JacobianOptions(memory_budget=1 << 30)) is plan
     with pytest.raises(MemoryError, match="No Jacobian strategy fits"):
-        jacobian.plan_grams(fn, zs[0], weights, memory_budget=1000)
+        jacobian.plan_grams(fn, zs[0], weights, JacobianOptions(memory_budget=1000))
 
 
 @pytest.mark.parametrize("chunk,block", [(1, 1), (2, 3), (3, 4), (2, 6)])
 def test_blocked_grams_equal_materialized(x64, chunk, block):
     fn, zs = _toy(jnp.float64)
     weights = jnp.asarray(jacobian.mask_weights(_masks(8), 3))
-    want = jacobian.weighted_grams(fn, zs[0], weights, 6, None, "materialize")
-    got = jacobian.weighted_grams(fn, zs[0], weights, chunk, None, "blocked", block)
+    want = jacobian.weighted_grams(fn, zs[0], weights, JacobianOptions(6, strategy="materialize"))
+    got = jacobian.weighted_grams(fn, zs[0], weights, JacobianOptions(chunk, strategy="blocked", block=block))
     # float64, the same products summed in another order: round-off level.
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-13 * np.abs(want).max())
 
@@ -173,13 +176,13 @@ def test_blocked_grams_equal_materialized(x64, chunk, block):
 def test_precision_option():
     fn, zs = _toy(jnp.float32, d=8, res=16)
     masks = _masks(16)
-    a1, b1 = jacobian.region_grams(fn, zs, masks, strategy="blocked")
-    a2, b2 = jacobian.region_grams(fn, zs, masks, strategy="blocked", precision="default")
+    a1, b1 = jacobian.region_grams(fn, zs, masks, JacobianOptions(strategy="blocked"))
+    a2, b2 = jacobian.region_grams(fn, zs, masks, JacobianOptions(strategy="blocked", precision="default"))
     # 'default' may use TF32/bf16 passes on GPU/TPU (relative error up to ~1e-2 with bf16); on CPU it is float32.
     np.testing.assert_allclose(a2, a1, atol=2e-2 * np.abs(a1).max())
     np.testing.assert_allclose(b2, b1, atol=2e-2 * np.abs(b1).max())
     with pytest.raises(ValueError, match="precision must be one of"):
-        jacobian.region_grams(fn, zs, masks, precision="fast")
+        jacobian.region_grams(fn, zs, masks, JacobianOptions(precision="fast"))
 
 
 def test_bad_input():
@@ -196,4 +199,4 @@ def test_bad_input():
     with pytest.raises(FloatingPointError, match="Sample 2"):
         jacobian.region_grams(fn, bad, regions.box_mask((128, 128, 64, 64), 8))
     with pytest.raises(ValueError, match="strategy must be"):
-        jacobian.region_grams(fn, zs, regions.box_mask((128, 128, 64, 64), 8), strategy="fast")
+        jacobian.region_grams(fn, zs, regions.box_mask((128, 128, 64, 64), 8), JacobianOptions(strategy="fast"))
