@@ -408,7 +408,7 @@ def _host_latents(latents) -> np.ndarray:
     return np.ascontiguousarray(lat, dtype=jnp.asarray(lat[:1]).dtype)
 
 
-def plan_grams(fn, latents, masks, options: jacobian.JacobianOptions = jacobian.JacobianOptions(), *,
+def plan_grams(fn, latents, masks, options: jacobian.JacobianOptions = jacobian.DEFAULT_OPTIONS, *,
                mesh: Mesh | None = None, pad: bool = True) -> GramPlan:
     """Validates the inputs once, resolves strategy 'auto', and places the generator and region weights on every
     device.
@@ -456,7 +456,7 @@ def split_grams(grams: np.ndarray, num_regions: int) -> tuple[jax.Array, jax.Arr
 
 
 def sharded_region_grams(fn: Callable | Sequence[Callable], latents, masks,
-                         options: jacobian.JacobianOptions = jacobian.JacobianOptions(), *,
+                         options: jacobian.JacobianOptions = jacobian.DEFAULT_OPTIONS, *,
                          mesh: Mesh | None = None, per_sample: bool = False, pad: bool = True):
     """:func:`regfac_jax.jacobian.region_grams` with the samples split over a device mesh.
 

@@ -152,6 +152,10 @@ class JacobianOptions:
                    block=cfg_jacobian.get("block"), precision=cfg_jacobian.get("precision", "highest"))
 
 
+#: The default settings (every field at its default); the default argument of every Gram-path function.
+DEFAULT_OPTIONS = JacobianOptions()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Preprocessing
 # ----------------------------------------------------------------------------------------------------------
@@ -562,7 +566,7 @@ class _Planner:
                           "more memory, or a larger memory_budget.")
 
 
-def plan_grams(fn, latent, weights, options: JacobianOptions = JacobianOptions(), *,
+def plan_grams(fn, latent, weights, options: JacobianOptions = DEFAULT_OPTIONS, *,
                progress: bool = False) -> Plan:
     """Chooses strategy, ``tangent_chunk`` and block from XLA's compiled memory analysis (nothing is run).
 
@@ -619,7 +623,7 @@ def _checked(grams: jax.Array, i: int, n: int) -> jax.Array:
     return grams
 
 
-def region_grams(fn, latents, masks, options: JacobianOptions = JacobianOptions(), *, per_sample: bool = False,
+def region_grams(fn, latents, masks, options: JacobianOptions = DEFAULT_OPTIONS, *, per_sample: bool = False,
                  progress: bool = False):
     """Foreground and background Gram matrices of every region, from one Jacobian per sample.
 

@@ -112,6 +112,10 @@ class CheckpointOptions:
             raise ValueError(f"max_to_keep must be >= 1; got {self.max_to_keep}.")
 
 
+#: Every checkpoint setting at its default.
+DEFAULT_CHECKPOINTS = CheckpointOptions()
+
+
 class ResumableGramAccumulator:
     """Host-side sums of Grams over samples, checkpointed to ``workdir`` by process 0.
 
@@ -134,7 +138,7 @@ class ResumableGramAccumulator:
     """
 
     def __init__(self, workdir, fingerprint: str, *, num_samples: int, gram_shape: Sequence[int],
-                 per_sample: bool = False, dtype=np.float32, checkpoints: CheckpointOptions = CheckpointOptions(),
+                 per_sample: bool = False, dtype=np.float32, checkpoints: CheckpointOptions = DEFAULT_CHECKPOINTS,
                  description: Mapping[str, Any] | None = None, clock: Callable[[], float] = time.monotonic):
         if int(num_samples) < 1:
             raise ValueError(f"num_samples must be >= 1; got {num_samples}.")
@@ -361,7 +365,7 @@ def preemption_notice() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-def describe_inputs(fn, latents, masks, options: jacobian.JacobianOptions = jacobian.JacobianOptions(), *,
+def describe_inputs(fn, latents, masks, options: jacobian.JacobianOptions = jacobian.DEFAULT_OPTIONS, *,
                     per_sample: bool = False, config: Mapping[str, Any] | None = None) -> dict:
     """What determines the Grams of :func:`run_resumable`, for :func:`regfac_jax.io_utils.fingerprint`.
 
@@ -416,9 +420,9 @@ def _compute_pending(plan: distributed.GramPlan, acc: ResumableGramAccumulator, 
             raise Preempted(acc.num_done, plan.num_samples, acc.workdir)
 
 
-def run_resumable(fn, latents, masks, workdir, options: jacobian.JacobianOptions = jacobian.JacobianOptions(), *,
+def run_resumable(fn, latents, masks, workdir, options: jacobian.JacobianOptions = jacobian.DEFAULT_OPTIONS, *,
                   description: Mapping[str, Any] | None = None, mesh=None, per_sample: bool = False,
-                  checkpoints: CheckpointOptions = CheckpointOptions()):
+                  checkpoints: CheckpointOptions = DEFAULT_CHECKPOINTS):
     """Region Grams of many samples over a device mesh, checkpointed to ``workdir`` and resumed from it.
 
     Every process of a multi-host job calls this with the same arguments (``workdir`` is only used by process 0).

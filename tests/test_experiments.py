@@ -77,7 +77,9 @@ def test_grams_equal_the_per_sample_loop(tiny_cfg, tmp_path):
     tiny_cfg.aggregation = "mean"
     pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
     job = pipeline.prepare(tiny_cfg)
-    per = [jacobian.region_grams(fn, point, job.masks, tangent_chunk=16) for fn, point in zip(job.fns, job.points)]
+    chunk16 = jacobian.JacobianOptions(tangent_chunk=16)
+    per = [jacobian.region_grams(fn, point, job.masks, chunk16)
+           for fn, point in zip(job.fns, job.points, strict=True)]
     grams = np.load(tmp_path / "run" / "grams.npz")
     for k, name in enumerate("AB"):
         want = np.mean([np.asarray(p[k]) for p in per], axis=0)
