@@ -102,6 +102,21 @@ def test_per_sample_functions_share_weights(x64):
     assert distributed.plan_grams(same, lat, masks).functions.stacked == ()
 
 
+def test_equal_options_reuse_the_compiled_block_kernel(x64):
+    import chex
+    fn, lat, masks = dist_worker.problem(2)
+    chex.clear_trace_counter()
+    counted = jax.tree_util.Partial(chex.assert_max_traces(fn.func, n=2), *fn.args)
+    # n=2: plan_grams traces the generator once for its output shape, the block kernel once when it compiles.
+    plan = distributed.plan_grams(counted, lat, masks, JacobianOptions(tangent_chunk=2, strategy="materialize"))
+    plan.block([0])
+    equal = dataclasses.replace(plan, options=JacobianOptions(tangent_chunk=2, strategy="materialize"))
+    equal.block([1])  # equal options, another object: the compiled kernel is reused
+    with pytest.raises(AssertionError, match="traced > 2 times"):  # other options: a new compilation
+        dataclasses.replace(plan, options=JacobianOptions(tangent_chunk=3, strategy="materialize")).block([1])
+    chex.clear_trace_counter()
+
+
 def test_bad_input(x64):
     fn, lat, masks = dist_worker.problem(3)
     with pytest.raises(ValueError, match=r"latents must be \[N, d\]"):

@@ -1,4 +1,6 @@
 """Forward-mode Jacobians and region Grams on a small smooth generator, the official fixture, and bad input."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -200,3 +202,61 @@ def test_bad_input():
         jacobian.region_grams(fn, bad, regions.box_mask((128, 128, 64, 64), 8))
     with pytest.raises(ValueError, match="strategy must be"):
         jacobian.region_grams(fn, zs, regions.box_mask((128, 128, 64, 64), 8), JacobianOptions(strategy="fast"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# JacobianOptions: validation, the launchers' configs, and compile-cache reuse
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field,value,message", [
+    ("strategy", "fast", r"JacobianOptions\.strategy must be 'auto' or one of \('materialize', 'transpose', "
+                         r"'blocked'\), got 'fast'"),
+    ("precision", "fast", r"JacobianOptions\.precision must be one of \['default', 'highest'\], got 'fast'"),
+    ("tangent_chunk", 0, r"JacobianOptions\.tangent_chunk must be an integer >= 1; got 0"),
+    ("tangent_chunk", 2.5, r"JacobianOptions\.tangent_chunk must be an integer >= 1; got 2\.5"),
+    ("block", 0, r"JacobianOptions\.block must be an integer >= 1, or None for all d; got 0"),
+    ("memory_budget", -1, r"JacobianOptions\.memory_budget must be an integer >= 1, or None for the device's"),
+    ("preprocess", "resize", r"JacobianOptions\.preprocess must be None, 'official' or a callable"),
+])
+def test_options_refuse_bad_values_naming_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        JacobianOptions(**{field: value})
+
+
+def test_options_are_frozen_hashable_and_normalised():
+    opts = JacobianOptions(tangent_chunk=np.int64(8), block=np.int32(4))
+    assert type(opts.tangent_chunk) is int and type(opts.block) is int  # numpy ints from configs become ints
+    assert opts == JacobianOptions(tangent_chunk=8, block=4) and hash(opts) == hash(JacobianOptions(8, block=4))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.strategy = "blocked"
+
+
+def test_options_from_the_launchers_configs():
+    from experiments.configs import base, ffhq_stylegan2
+    cfg = base.base_config()
+    assert JacobianOptions.from_config(cfg.jacobian) == JacobianOptions(
+        tangent_chunk=cfg.jacobian.tangent_chunk, preprocess=None, strategy=cfg.jacobian.strategy,
+        memory_budget=int(cfg.jacobian.memory_budget_gib * 2 ** 30))  # 'none' -> None, GiB -> bytes
+    tiny = ffhq_stylegan2.get_config("tiny")
+    opts = JacobianOptions.from_config(tiny.jacobian)
+    assert opts.tangent_chunk == tiny.jacobian.tangent_chunk == 32 and opts.memory_budget == 8 << 30
+    tiny.jacobian.preprocess, tiny.jacobian.memory_budget_gib = "official", None
+    assert JacobianOptions.from_config(tiny.jacobian).preprocess == "official"
+    assert JacobianOptions.from_config(tiny.jacobian).memory_budget is None  # None: the device's limit or 8 GiB
+    tiny.jacobian.strategy = "fastest"
+    with pytest.raises(ValueError, match=r"JacobianOptions\.strategy must be"):
+        JacobianOptions.from_config(tiny.jacobian)
+
+
+def test_equal_options_reuse_the_compiled_kernel():
+    import chex
+    params = toy.init_toy(jax.random.key(0), latent_dim=6, resolution=8, channels=4)
+    chex.clear_trace_counter()
+    fn = jax.tree_util.Partial(chex.assert_max_traces(toy.toy_apply, n=1), params)
+    zs = jax.random.normal(jax.random.key(1), (2, 6))
+    weights = jnp.asarray(jacobian.mask_weights(_masks(8), 3))
+    # Built twice: equal, not the same object. 'materialize' traces the generator once per compilation.
+    for z in zs:
+        jacobian.weighted_grams(fn, z, weights, JacobianOptions(tangent_chunk=3, strategy="materialize"))
+    with pytest.raises(AssertionError, match="traced > 1 times"):  # other options: a new compilation
+        jacobian.weighted_grams(fn, zs[0], weights, JacobianOptions(tangent_chunk=2, strategy="materialize"))
+    chex.clear_trace_counter()
