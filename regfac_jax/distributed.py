@@ -87,30 +87,41 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
       ValueError: only some of the three arguments given, a malformed coordinator, or an out-of-range id.
       RuntimeError: already initialised, or called after JAX started its backends.
     """
-    given = [v is not None for v in (coordinator, num_processes, process_id)]
-    if any(given) and not all(given):
-        raise ValueError("Give all of coordinator, num_processes and process_id (a manual cluster) or none of them "
-                         f"(auto-detection on TPU pods / SLURM); got coordinator={coordinator!r}, "
-                         f"num_processes={num_processes!r}, process_id={process_id!r}.")
-    if all(given):
-        match = _COORDINATOR.match(str(coordinator))
-        if match is None or not 0 < int(match.group(1)) < 65536:
-            raise ValueError(f"coordinator must be 'host:port' with a port in 1..65535 (e.g. '10.0.0.2:1234'); "
-                             f"got {coordinator!r}.")
-        if int(num_processes) < 1:
-            raise ValueError(f"num_processes must be >= 1; got {num_processes}.")
-        if not 0 <= int(process_id) < int(num_processes):
-            raise ValueError(f"process_id must be in [0, {num_processes}); got {process_id}. Number the hosts "
-                             f"0..{int(num_processes) - 1}, with 0 on the coordinator's host.")
+    manual = _manual_cluster(coordinator, num_processes, process_id)
     if jax.distributed.is_initialized():
         raise RuntimeError("jax.distributed is already initialised in this process; call initialize_distributed "
                            "once, at the start of the program.")
     if cpu_collectives is not None:
         jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-    if all(given):
+    if manual:
         jax.distributed.initialize(str(coordinator), int(num_processes), int(process_id), **kwargs)
     else:
         jax.distributed.initialize(**kwargs)
+
+
+def _manual_cluster(coordinator: str | None, num_processes: int | None, process_id: int | None) -> bool:
+    """True when all three are given (and valid), False when none is (JAX detects the cluster).
+
+    Raises:
+      ValueError: only some given, a malformed coordinator, or an out-of-range id.
+    """
+    given = [v is not None for v in (coordinator, num_processes, process_id)]
+    if any(given) and not all(given):
+        raise ValueError("Give all of coordinator, num_processes and process_id (a manual cluster) or none of them "
+                         f"(auto-detection on TPU pods / SLURM); got coordinator={coordinator!r}, "
+                         f"num_processes={num_processes!r}, process_id={process_id!r}.")
+    if not all(given):
+        return False
+    match = _COORDINATOR.match(str(coordinator))
+    if match is None or not 0 < int(match.group(1)) < 65536:
+        raise ValueError(f"coordinator must be 'host:port' with a port in 1..65535 (e.g. '10.0.0.2:1234'); "
+                         f"got {coordinator!r}.")
+    if int(num_processes) < 1:
+        raise ValueError(f"num_processes must be >= 1; got {num_processes}.")
+    if not 0 <= int(process_id) < int(num_processes):
+        raise ValueError(f"process_id must be in [0, {num_processes}); got {process_id}. Number the hosts "
+                         f"0..{int(num_processes) - 1}, with 0 on the coordinator's host.")
+    return True
 
 
 # ----------------------------------------------------------------------------------------------------------
