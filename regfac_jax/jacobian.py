@@ -75,9 +75,7 @@ def _whole(field: str, value: Any, minimum: int, none_means: str | None = None) 
         return None
     unset = f", or None for {none_means}" if none_means is not None else ""
     try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = operator.index(value)
+        number = None if isinstance(value, bool) else operator.index(value)  # ints and numpy ints, not 2.0
     except TypeError:
         number = None
     if number is None or number < minimum:
@@ -126,7 +124,8 @@ class JacobianOptions:
         if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
             raise ValueError(f"JacobianOptions.precision must be one of {sorted(PRECISIONS)}, got "
                              f"{self.precision!r}.")
-        if not (self.preprocess is None or self.preprocess == "official" or callable(self.preprocess)):
+        if not (self.preprocess is None or callable(self.preprocess) or
+                (isinstance(self.preprocess, str) and self.preprocess == "official")):
             raise ValueError("JacobianOptions.preprocess must be None, 'official' or a callable [H, W, C] -> "
                              f"[H', W', C']; got {self.preprocess!r}.")
 
@@ -143,13 +142,13 @@ class JacobianOptions:
         Raises:
           ValueError: a setting outside its allowed values (from :class:`JacobianOptions`).
         """
-        gib = cfg_jacobian.get("memory_budget_gib")
-        preprocess = cfg_jacobian.get("preprocess")
-        return cls(tangent_chunk=cfg_jacobian.get("tangent_chunk", 64),
-                   preprocess=None if preprocess == "none" else preprocess,
-                   strategy=cfg_jacobian.get("strategy", AUTO),
-                   memory_budget=None if gib is None else int(float(gib) * 2 ** 30),
-                   block=cfg_jacobian.get("block"), precision=cfg_jacobian.get("precision", "highest"))
+        kwargs = {k: cfg_jacobian[k] for k in ("tangent_chunk", "strategy", "block", "precision")
+                  if k in cfg_jacobian}  # a missing one keeps its default
+        if cfg_jacobian.get("preprocess") is not None:
+            kwargs["preprocess"] = None if cfg_jacobian["preprocess"] == "none" else cfg_jacobian["preprocess"]
+        if cfg_jacobian.get("memory_budget_gib") is not None:
+            kwargs["memory_budget"] = int(float(cfg_jacobian["memory_budget_gib"]) * 2 ** 30)
+        return cls(**kwargs)
 
 
 #: The default settings (every field at its default); the default argument of every Gram-path function.
