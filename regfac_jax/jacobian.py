@@ -374,7 +374,7 @@ def mask_weights(masks: np.ndarray, channels: int) -> np.ndarray:
 
 def choose_strategy(d: int, num_rows: int, itemsize: int, memory_budget: int) -> str:
     """Size-only rule (no compilation): 'materialize' if the Jacobian, twice, fits ``memory_budget`` bytes, else
-    'transpose'. :func:`plan_grams` is the rule ``region_grams(strategy='auto')`` uses."""
+    'transpose'. :func:`plan_grams` is the rule strategy 'auto' uses."""
     return "materialize" if 2 * d * num_rows * itemsize <= memory_budget else "transpose"
 
 
@@ -387,7 +387,7 @@ _RETRIES = 3  # configurations compiled after the guesses ruled out every one
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What ``strategy='auto'`` chose, and XLA's memory analysis of it.
+    """What strategy 'auto' chose, and XLA's memory analysis of it.
 
     Attributes:
       strategy: 'blocked', 'transpose' or 'materialize'.
