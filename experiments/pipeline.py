@@ -292,7 +292,7 @@ def prepare(cfg) -> _Job:
 
 
 def jacobian_options(cfg) -> jacobian.JacobianOptions:
-    """The run's Jacobian settings: ``cfg.jacobian``, with the paper's preprocessing under ``official``.
+    """The run's Jacobian settings: ``cfg.jacobian``, with the paper's preprocessing if official.
 
     Raises:
       errors.ConfigError: a ``cfg.jacobian`` setting outside its allowed values.
@@ -305,7 +305,7 @@ def jacobian_options(cfg) -> jacobian.JacobianOptions:
 
 
 def unset_is_none(value, field: str):
-    """``value`` of the setting ``field``, refusing the old "unset" sentinels ``-1``, ``-1.0`` and ``''``.
+    """``value`` of setting ``field``; refuses the old "unset" sentinels ``-1``, ``-1.0``, ``''``.
 
     Raises:
       errors.ConfigError: a sentinel, with the fix (None is the one way to leave a setting unset).
@@ -564,7 +564,8 @@ def manipulate(cfg, directions_path, workdir, progress: bool = True, latents_pat
 
 
 def _biggan_renderer(cfg, gen, all_dirs, steps) -> tuple[Callable, int]:
-    """``(render, n)``: ``render(j)`` gives the frames of direction ``j`` on ``n`` BigGAN samples, edited in z."""
+    """``(render, n)``: ``render(j)`` gives the frames of direction ``j`` on ``n`` BigGAN samples,
+    edited in z."""
     from regfac_jax.models import biggan
     m = cfg.manipulate
     if cfg.space not in ("z", "w"):
@@ -583,7 +584,7 @@ def _biggan_renderer(cfg, gen, all_dirs, steps) -> tuple[Callable, int]:
 
 
 def _inverted_renderer(cfg, gen, all_dirs, steps, inverted) -> tuple[Callable, int]:
-    """``(render, n)`` on the inverted images of ``experiments.invert``, with their own noise maps."""
+    """``(render, n)`` on the inverted images of ``experiments.invert``, with their noise maps."""
     from regfac_jax import inversion
     layers = parse_layers(cfg.manipulate.layers, gen.num_ws)
     ws, noise, _ = inverted
@@ -596,7 +597,7 @@ def _inverted_renderer(cfg, gen, all_dirs, steps, inverted) -> tuple[Callable, i
 
 
 def _stylegan_renderer(cfg, gen, all_dirs, steps) -> tuple[Callable, int]:
-    """``(render, n)`` on ``manipulate.num_samples`` seeded StyleGAN samples, edited in W (or its layers)."""
+    """``(render, n)`` on ``manipulate.num_samples`` seeded StyleGAN samples, edited in W."""
     m = cfg.manipulate
     layers = parse_layers(m.layers, gen.num_ws)
     n = int(m.num_samples)
@@ -613,7 +614,7 @@ def _stylegan_renderer(cfg, gen, all_dirs, steps) -> tuple[Callable, int]:
 
 
 def _write_direction(workdir: pathlib.Path, j: int, frames: np.ndarray, steps, directions_path) -> list:
-    """Direction ``j``'s grid (rows: samples, columns: steps) and one GIF per sample; their paths."""
+    """Direction ``j``'s grid (rows: samples, columns: steps) and a GIF per sample; their paths."""
     u8 = io_utils.to_uint8(frames)  # [n, S, H, W, C]
     grid = workdir / f"direction_{j:03d}.png"
     io_utils.save_png(grid, plots.labelled_grid(u8, [f"sample {s}" for s in range(u8.shape[0])],

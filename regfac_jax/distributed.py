@@ -232,7 +232,7 @@ class SplitFunctions:
     stacked: tuple
 
     def function(self, own: Sequence) -> Callable:
-        """One sample's function, from its own leaves ``own`` (one per ``stacked`` entry, in order)."""
+        """One sample's function, from its own leaves ``own`` (one per ``stacked`` entry)."""
         shared, own = iter(self.shared), iter(own)
         leaves = [next(own) if v else next(shared) for v in self.varying]
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
@@ -243,8 +243,8 @@ jax.tree_util.register_dataclass(SplitFunctions, data_fields=["shared", "stacked
 
 
 def _differs(column) -> bool:
-    """Whether one leaf position holds different values across the per-sample functions (the same object in every
-    function is shared without looking at its values)."""
+    """Whether one leaf position holds different values across the per-sample functions (the same
+    object in every function is shared without looking at its values)."""
     if all(leaf is column[0] for leaf in column):
         return False
     first = np.asarray(column[0])
@@ -252,7 +252,7 @@ def _differs(column) -> bool:
 
 
 def _common_structure(fns: list) -> tuple[list, Any]:
-    """Every function's leaves, and their one treedef (a ValueError names a function that differs)."""
+    """Every function's leaves and their one treedef (a ValueError names one that differs)."""
     flat = [jax.tree_util.tree_flatten(f) for f in fns]
     treedef = flat[0][1]
     for i, (_, td) in enumerate(flat):
@@ -263,15 +263,16 @@ def _common_structure(fns: list) -> tuple[list, Any]:
 
 
 def split_functions(fn: Callable | Sequence[Callable], n: int) -> SplitFunctions:
-    """Splits one function, or ``n`` per-sample functions, into shared and stacked per-sample leaves.
+    """Splits one function, or ``n`` per-sample functions, into shared and stacked leaves.
 
     Args:
-      fn: a generator function, or a sequence of ``n`` of them with one structure (module docstring).
+      fn: a generator function, or a sequence of ``n`` of them with one structure (module
+        docstring).
       n: the number of samples (latents).
 
     Raises:
-      ValueError: not ``n`` functions, functions of different structures, or per-sample leaves so large that
-        the weights are probably copied per sample.
+      ValueError: not ``n`` functions, functions of different structures, or per-sample leaves so
+        large that the weights are probably copied per sample.
     """
     if callable(fn):
         leaves, treedef = jax.tree_util.tree_flatten(jacobian.as_partial(fn))
@@ -300,8 +301,9 @@ def split_functions(fn: Callable | Sequence[Callable], n: int) -> SplitFunctions
 @functools.partial(jax.jit, static_argnames=("mesh", "options", "per_sample"))
 def _block_kernel(functions: SplitFunctions, weights, latents, valid, *, mesh: Mesh,
                   options: jacobian.JacobianOptions, per_sample: bool):
-    """Sum of ``weighted_grams`` over the valid rows of ``latents`` (sharded over ``mesh``, as are the rows of
-    ``functions.stacked``), plus per-row finite flags and, with ``per_sample``, the per-row Grams (still sharded)."""
+    """Sum of ``weighted_grams`` over the valid rows of ``latents`` (sharded over ``mesh``, as are
+    the rows of ``functions.stacked``), plus per-row finite flags and, with ``per_sample``, the
+    per-row Grams (still sharded)."""
     axes = mesh.axis_names
 
     def local(shared, stacked, weights, lat, val):
@@ -341,13 +343,14 @@ class BlockResult:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class GramPlan:
-    """Everything needed to compute Grams of any subset of the samples on a mesh (see :func:`plan_grams`).
+    """What computes the Grams of any subset of the samples on a mesh (see :func:`plan_grams`).
 
     Attributes:
       mesh: the device mesh the samples are split over.
       latents: ``[N, d]`` host copy, identical on every host.
       weights: ``[2R, P]`` region row weights, replicated over the mesh.
-      functions: the generator function(s); ``shared`` replicated over the mesh, ``stacked`` on the host.
+      functions: the generator function(s); ``shared`` replicated over the mesh, ``stacked`` on the
+        host.
       num_regions: ``R``.
       options: the Jacobian settings with a concrete strategy ('auto' resolved).
       pad: pad sample counts that do not divide over the devices.
@@ -410,7 +413,7 @@ class GramPlan:
 
 
 def _host_latents(latents) -> np.ndarray:
-    """``[N, d]`` (a ``[d]`` becomes one row) in JAX's canonical dtype (float32 unless x64 is on)."""
+    """``[N, d]`` (a ``[d]`` becomes one row) in JAX's canonical dtype (float32 unless x64)."""
     lat = np.asarray(latents)
     if lat.ndim == 1:
         lat = lat[None]
@@ -450,8 +453,9 @@ _SMALL_SHARE = 1 / 64
 
 
 def _auto_strategy(fn, latent, weights, options: jacobian.JacobianOptions) -> jacobian.JacobianOptions:
-    """``options`` with the strategy, chunk and block of one sample's kernel: :func:`jacobian.plan_grams` (XLA's
-    memory analysis against the device limit) unless the Jacobian is tiny next to the budget."""
+    """``options`` with the strategy, chunk and block of one sample's kernel:
+    :func:`jacobian.plan_grams` (XLA's memory analysis against the device limit) unless the Jacobian
+    is tiny next to the budget."""
     d, rows = latent.shape[0], weights.shape[1]
     limit = jacobian.memory_limit(options.memory_budget)
     if 2 * d * rows * weights.dtype.itemsize <= _SMALL_SHARE * limit:

@@ -70,7 +70,7 @@ def _precision(name: str) -> jax.lax.Precision:
 
 
 def _whole(field: str, value: Any, minimum: int, none_means: str | None = None) -> int | None:
-    """``value`` as an int >= ``minimum`` (None passes where ``none_means`` says what it stands for)."""
+    """``value`` as an int >= ``minimum`` (None passes where ``none_means`` explains it)."""
     if value is None and none_means is not None:
         return None
     unset = f", or None for {none_means}" if none_means is not None else ""
@@ -85,25 +85,29 @@ def _whole(field: str, value: Any, minimum: int, none_means: str | None = None) 
 
 @dataclasses.dataclass(frozen=True)
 class JacobianOptions:
-    """How the Gram matrices are computed: one frozen object, built once and passed down the Gram path.
+    """How the Gram matrices are computed: one frozen object, built once and passed down.
 
-    Equal options hash equal, so the jitted kernels take the object as a static argument and a second call with
-    equal options reuses the compiled kernel (a callable ``preprocess`` compares by identity: reuse the same one).
+    Equal options hash equal, so the jitted kernels take the object as a static argument and a
+    second call with equal options reuses the compiled kernel (a callable ``preprocess`` compares by
+    identity: reuse the same one).
 
     Attributes:
-      tangent_chunk: tangents per batched JVP: the memory/speed knob (under 'auto': the largest chunk tried).
+      tangent_chunk: tangents per batched JVP: the memory/speed knob (under 'auto': the largest
+        chunk tried).
       preprocess: None, 'official' or a callable ``[H, W, C] -> [H', W', C']`` (module docstring).
-      strategy: 'auto' (XLA's memory analysis picks strategy, chunk and block; :func:`plan_grams`), 'blocked',
-        'materialize' or 'transpose' (module docstring).
-      memory_budget: bytes one sample's kernel may take under 'auto' where the device reports no memory limit
-        (CPU); None: :data:`DEFAULT_BUDGET` (8 GiB). See :func:`memory_limit`.
-      block: tangent block of 'blocked', rounded up to whole chunks (None: all ``d``, i.e. the whole Jacobian at
-        once).
-      precision: 'highest' (float32 everywhere, the default) or 'default' (the backend's fast matmul passes,
-        TF32/bf16 on GPU/TPU; identical on CPU) for the Gram products and unpinned generator matmuls.
+      strategy: 'auto' (XLA's memory analysis picks strategy, chunk and block; :func:`plan_grams`),
+        'blocked', 'materialize' or 'transpose' (module docstring).
+      memory_budget: bytes one sample's kernel may take under 'auto' where the device reports no
+        memory limit (CPU); None: :data:`DEFAULT_BUDGET` (8 GiB). See :func:`memory_limit`.
+      block: tangent block of 'blocked', rounded up to whole chunks (None: all ``d``, i.e. the whole
+        Jacobian at once).
+      precision: 'highest' (float32 everywhere, the default) or 'default' (the backend's fast matmul
+        passes, TF32/bf16 on GPU/TPU; identical on CPU) for the Gram products and unpinned generator
+        matmuls.
 
     Raises:
-      ValueError: a field outside its allowed values (the message names the field and what it takes).
+      ValueError: a field outside its allowed values (the message names the field and what it
+        takes).
     """
 
     tangent_chunk: int = 64
@@ -131,10 +135,11 @@ class JacobianOptions:
 
     @classmethod
     def from_config(cls, cfg_jacobian) -> JacobianOptions:
-        """The options of a launcher config's ``jacobian`` section (``experiments/configs/base.py``).
+        """The options of a launcher config's ``jacobian`` section (``experiments/configs``).
 
-        Reads ``tangent_chunk``, ``preprocess`` ('none' means None), ``strategy``, ``memory_budget_gib`` (GiB;
-        None: the default) and, where the section has them, ``block`` and ``precision``.
+        Reads ``tangent_chunk``, ``preprocess`` ('none' means None), ``strategy``,
+        ``memory_budget_gib`` (GiB; None: the default) and, where the section has them, ``block``
+        and ``precision``.
 
         Args:
           cfg_jacobian: an ``ml_collections.ConfigDict`` (or any mapping with ``get``).
@@ -182,8 +187,8 @@ def _apply_preprocess(image, preprocess: Preprocess):
 def as_partial(fn: Callable) -> Partial:
     """``fn`` as a ``jax.tree_util.Partial``, so that it can be passed *into* jit.
 
-    A Partial is a pytree: its bound arrays (a generator's weights) become traced arguments of the compiled
-    kernels instead of constants baked into them. A Partial is returned as it is.
+    A Partial is a pytree: its bound arrays (a generator's weights) become traced arguments of the
+    compiled kernels instead of constants baked into them. A Partial is returned as it is.
     """
     return fn if isinstance(fn, Partial) else Partial(fn)
 
@@ -280,7 +285,7 @@ def _blocked(chunk_jvp, basis, weights, chunks_per_block: int, precision):
 
 
 def _blocked_grams(fn, latent, weights, options: JacobianOptions):
-    """'blocked': ``[M, d, d]`` (not yet symmetrised) from tangent blocks recomputed by ``jax.jvp``."""
+    """'blocked': ``[M, d, d]`` (not yet symmetric) from tangent blocks recomputed by jax.jvp."""
     d = latent.shape[0]
     k = max(1, min(options.tangent_chunk, d))
     per_block = -(-min(options.block or d, d) // k)
@@ -290,14 +295,14 @@ def _blocked_grams(fn, latent, weights, options: JacobianOptions):
 
 
 def _materialized_grams(f_jvp, latent, weights, basis, precision):
-    """'materialize': the Jacobian ``[d, P]`` from tangent chunks, then one product per weight row."""
+    """'materialize': the Jacobian ``[d, P]`` from tangent chunks, one product per weight row."""
     d = latent.shape[0]
     jt = jax.lax.map(jax.vmap(f_jvp), basis).reshape(basis.shape[0] * basis.shape[1], -1)[:d]  # [d, P]
     return jax.lax.map(lambda w: jnp.matmul(jt * w, jt.T, precision=precision), weights)
 
 
 def _transposed_grams(f_jvp, latent, weights, basis):
-    """'transpose': Gram columns ``J^T (w_m * J v)`` per tangent chunk, by transposing the linearisation."""
+    """'transpose': Gram columns ``J^T (w_m * J v)`` per tangent chunk, by linear transposition."""
     d = latent.shape[0]
     f_vjp = jax.linear_transpose(f_jvp, latent)
 
@@ -473,7 +478,7 @@ def _signature(*trees) -> tuple:
 
 
 class _Planner:
-    """One search of :func:`plan_grams`: the configurations analysed so far and the steps that use them."""
+    """One search of :func:`plan_grams`: the configurations analysed so far, and its steps."""
 
     def __init__(self, fn, latent, weights, options: JacobianOptions, limit: int, progress: bool):
         self.fn, self.latent, self.weights, self.options = fn, latent, weights, options
@@ -490,12 +495,12 @@ class _Planner:
         return (block or 0) * self.rows * self.itemsize
 
     def ruled_out(self, strategy: str, k: int, block: int | None) -> bool:
-        """Too large before compiling, or no smaller than a configuration of the same strategy that failed."""
+        """Too large before compiling, or no smaller than a failed one of the same strategy."""
         return self.held(block) + k * self.rows * self.itemsize > self.limit or any(
             s == strategy and k >= fk and (block or 0) >= (fb or 0) for s, fk, fb, _ in self.failed)
 
     def guess(self, strategy: str, k: int, block: int | None) -> int | None:
-        """Peak bytes predicted from the peaks seen, or before any (blocked) from the forward pass's analysis."""
+        """Peak bytes guessed from the peaks seen, or first (blocked) from the forward pass."""
         guess = _predict(self.seen[strategy], k, self.held(block))
         if guess is None and strategy == "blocked":  # prior, fitted on StyleGAN2 config-f (module docstring)
             fwd = self.forward
@@ -518,7 +523,7 @@ class _Planner:
         return Plan(strategy, k, block, peak, self.limit, cost, compiled)
 
     def first_fit(self) -> tuple[Plan | None, list]:
-        """The cheapest configuration whose guess and analysed peak fit; also those skipped on their guess."""
+        """The cheapest configuration whose guess and peak fit, and those skipped on their guess."""
         skipped = []
         for cost, strategy, k, block in self.candidates:
             if self.ruled_out(strategy, k, block):
@@ -533,7 +538,7 @@ class _Planner:
         return None, skipped
 
     def retry_skipped(self, skipped: list) -> Plan | None:
-        """The configurations with the smallest guesses, compiled anyway: the guesses may have been pessimistic."""
+        """The smallest-guess configurations, compiled anyway: the guesses may be pessimistic."""
         plan = None
         for guess, strategy, k, block, cost in sorted(skipped, key=lambda c: c[0])[:_RETRIES]:
             if plan is None and not self.ruled_out(strategy, k, block):
@@ -541,7 +546,7 @@ class _Planner:
         return plan
 
     def improve(self, plan: Plan) -> Plan:
-        """Up to :data:`_RETRIES` cheaper configurations that the peaks seen since predict to fit."""
+        """Up to :data:`_RETRIES` cheaper configurations that the peaks seen predict to fit."""
         for _ in range(_RETRIES):
             better = [(cost, strategy, k, block) for cost, strategy, k, block in self.candidates
                       if cost < plan.relative_cost and not self.ruled_out(strategy, k, block)
@@ -597,7 +602,7 @@ def plan_grams(fn, latent, weights, options: JacobianOptions = DEFAULT_OPTIONS, 
 
 
 def _region_weights(fn, latents, masks, preprocess: Preprocess):
-    """Validated ``latents [N, d]`` and the row weights ``[2R, P]`` of ``masks`` at the (preprocessed) image size."""
+    """Validated ``latents [N, d]``, and the row weights ``[2R, P]`` of ``masks`` at image size."""
     latents = jnp.asarray(latents)
     if latents.ndim == 1:
         latents = latents[None]
@@ -609,7 +614,7 @@ def _region_weights(fn, latents, masks, preprocess: Preprocess):
 
 
 def _sample_kernel(fn: Partial, latent, weights, options: JacobianOptions, progress: bool) -> Callable:
-    """``kernel(latent [d], weights) -> [2R, d, d]``: the plan's compiled kernel under 'auto', else weighted_grams."""
+    """``kernel(latent, weights) -> [2R, d, d]``: the plan's under 'auto', else weighted_grams."""
     if options.strategy == AUTO:
         return functools.partial(plan_grams(fn, latent, weights, options, progress=progress).compiled, fn)
     return functools.partial(weighted_grams, fn, options=options)

@@ -84,11 +84,13 @@ class Progress:
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointOptions:
-    """How :func:`run_resumable` splits its work into checkpointed blocks, saves them and reports on them.
+    """How :func:`run_resumable` splits its work into checkpointed blocks, saves and reports.
 
     Attributes:
-      block_size: samples per call over the whole mesh (None: 4 per device); checkpoints fall between blocks.
-      save_interval_secs: seconds between checkpoints (0: after every block); one is always written at the end.
+      block_size: samples per call over the whole mesh (None: 4 per device); checkpoints fall
+        between blocks.
+      save_interval_secs: seconds between checkpoints (0: after every block); one is always written
+        at the end.
       max_to_keep: checkpoints kept in the work directory.
       callback: called with a :class:`Progress` after each block, on every process (None: nothing).
 
@@ -398,7 +400,7 @@ def describe_inputs(fn, latents, masks, options: jacobian.JacobianOptions = jaco
 
 def _compute_pending(plan: distributed.GramPlan, acc: ResumableGramAccumulator, block: int,
                      notice: Callable[[], bool], callback: Callable[[Progress], None] | None, start: float) -> None:
-    """Computes the unfinished samples block by block into ``acc``, saving as due and at a preemption notice.
+    """Computes the unfinished samples into ``acc`` block by block, saving as due and at a notice.
 
     Raises:
       Preempted: a notice arrived (on any host) before the last block; ``acc`` has been saved.
