@@ -432,7 +432,7 @@ def plan_grams(fn, latents, masks, options: jacobian.JacobianOptions = jacobian.
     Returns:
       A :class:`GramPlan`; ``plan.block(indices)`` computes any subset of the samples.
     """
-    lat = _host_latents(latents)
+    lat, options = _host_latents(latents), jacobian.check_options(options)
     mesh = make_mesh() if mesh is None else mesh
     functions = split_functions(fn, lat.shape[0])
     probe = functions.function([s[0] for s in functions.stacked])

@@ -160,6 +160,18 @@ class JacobianOptions:
 DEFAULT_OPTIONS = JacobianOptions()
 
 
+def check_options(options: Any) -> JacobianOptions:
+    """``options``, checked to be a :class:`JacobianOptions` (the Gram path takes no loose settings).
+
+    Raises:
+      TypeError: anything else, with the way to build one.
+    """
+    if not isinstance(options, JacobianOptions):
+        raise TypeError(f"options must be a jacobian.JacobianOptions (e.g. JacobianOptions(tangent_chunk=16, "
+                        f"strategy='blocked')); got {type(options).__name__} {options!r}.")
+    return options
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Preprocessing
 # ----------------------------------------------------------------------------------------------------------
@@ -332,7 +344,7 @@ def weighted_grams(fn, latent, weights, options: JacobianOptions):
     Returns:
       ``[M, d, d]``, symmetric.
     """
-    if options.strategy not in STRATEGIES:
+    if check_options(options).strategy not in STRATEGIES:
         raise ValueError(f"weighted_grams runs one concrete strategy, one of {STRATEGIES}; got "
                          f"{options.strategy!r}. Let region_grams or plan_grams resolve 'auto'.")
     with ops_precision.use(options.precision):
@@ -593,7 +605,7 @@ def plan_grams(fn, latent, weights, options: JacobianOptions = DEFAULT_OPTIONS, 
     Raises:
       MemoryError: no configuration fits; the message gives the smallest analysed peak and what to change.
     """
-    fn = as_partial(fn)
+    fn, options = as_partial(fn), check_options(options)
     limit = memory_limit(options.memory_budget)
     key = (_signature(fn, latent, weights), options.preprocess, limit, options.precision, options.tangent_chunk)
     if key not in _PLANS:
@@ -649,7 +661,7 @@ def region_grams(fn, latents, masks, options: JacobianOptions = DEFAULT_OPTIONS,
       MemoryError: under 'auto', no configuration fits the memory limit.
       FloatingPointError: a sample's Jacobian holds NaN or inf (the message names the sample).
     """
-    latents, weights = _region_weights(fn, latents, masks, options.preprocess)
+    latents, weights = _region_weights(fn, latents, masks, check_options(options).preprocess)
     (n, d), r = latents.shape, weights.shape[0] // 2
     kernel = _sample_kernel(as_partial(fn), latents[0], weights, options, progress)
     samples = range(n)

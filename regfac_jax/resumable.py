@@ -384,7 +384,7 @@ def describe_inputs(fn, latents, masks, options: jacobian.JacobianOptions = jaco
     Returns:
       A dict of strings, numbers and arrays (``latents``, ``masks`` are kept as arrays; the fingerprint hashes them).
     """
-    preprocess = options.preprocess
+    preprocess = jacobian.check_options(options).preprocess
     name = preprocess if preprocess is None or isinstance(preprocess, str) else \
         f"{getattr(preprocess, '__module__', '?')}.{getattr(preprocess, '__qualname__', type(preprocess).__name__)}"
     latents = np.asarray(latents)

@@ -235,6 +235,14 @@ def test_options_refuse_bad_values_naming_the_field(field, value, message):
         JacobianOptions(**{field: value})
 
 
+def test_loose_settings_are_refused_with_the_way_to_pass_them():
+    fn, zs = _toy()
+    with pytest.raises(TypeError, match=r"options must be a jacobian\.JacobianOptions \(e\.g\. JacobianOptions\("):
+        jacobian.region_grams(fn, zs, _masks(8), 16)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'tangent_chunk'"):
+        jacobian.region_grams(fn, zs, _masks(8), tangent_chunk=16)
+
+
 def test_options_are_frozen_hashable_and_normalised():
     opts = JacobianOptions(tangent_chunk=np.int64(8), block=np.int32(4))
     assert type(opts.tangent_chunk) is int and type(opts.block) is int  # numpy ints from configs become ints
