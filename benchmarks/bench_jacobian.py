@@ -51,8 +51,9 @@ def run(model: str, resolution: int, d: int, channels: int, chunk: int, blocks=(
     rows = {}
     configs = [("materialize", None), ("transpose", None)] + [("blocked", -(-d // nb)) for nb in blocks]
     for strategy, block in configs:
-        t = median_seconds(lambda: jacobian.weighted_grams(fn, latent, weights, chunk, None, strategy, block), 5)
-        mem = _mem_gib(jacobian.weighted_grams, fn, latent, weights, chunk, None, strategy, block)
+        options = jacobian.JacobianOptions(tangent_chunk=chunk, strategy=strategy, block=block)
+        t = median_seconds(lambda o=options: jacobian.weighted_grams(fn, latent, weights, o), 5)
+        mem = _mem_gib(jacobian.weighted_grams, fn, latent, weights, options)
         rows[strategy + ("" if block is None else f" (block {block})")] = (t, mem)
     jacfwd = jax.jit(jax.jacfwd(lambda f, x: f(x), argnums=1))
     t_jac = median_seconds(lambda: jacfwd(fn, latent), 5)

@@ -62,7 +62,8 @@ def bench_plans(models: list[str], budget: int) -> list[dict]:
         rows = 1024 * 1024 * 3 if pre is None else 256 * 256
         start = time.perf_counter()
         plan = jacobian.plan_grams(gen.latent_fn("w"), jax.ShapeDtypeStruct((D,), jnp.float32),
-                                   jax.ShapeDtypeStruct((6, rows), jnp.float32), preprocess=pre, memory_budget=budget)
+                                   jax.ShapeDtypeStruct((6, rows), jnp.float32),
+                                   jacobian.JacobianOptions(preprocess=pre, memory_budget=budget))
         row = {"model": name, "preprocess": pre or "none", "strategy": plan.strategy,
                "tangent_chunk": plan.tangent_chunk, "block": plan.block, "analysed_peak_bytes": plan.peak_bytes,
                "limit_bytes": plan.limit_bytes, "relative_cost": plan.relative_cost,
@@ -96,8 +97,9 @@ def bench_forward(sg2ada: str, resolutions: list[int], batches: list[int], repea
             ws = np.random.RandomState(n).randn(n, ours.num_ws, D).astype(np.float32)
             ws_t, ws_j = torch.from_numpy(ws), jnp.asarray(ws)
             with torch.no_grad():
-                t = _interleaved({"ours": lambda: ours.synthesis(ws_j),
-                                  "torch": lambda: g_torch.synthesis(ws_t, noise_mode="const")}, repeats)
+                t = _interleaved({"ours": lambda ours=ours, ws_j=ws_j: ours.synthesis(ws_j),
+                                  "torch": lambda g=g_torch, ws_t=ws_t: g.synthesis(ws_t, noise_mode="const")},
+                                 repeats)
                 diff = float(np.max(np.abs(np.asarray(ours.synthesis(ws_j)) -
                                            g_torch.synthesis(ws_t, noise_mode="const").permute(0, 2, 3, 1).numpy())))
             row = {"resolution": res, "batch": n, "ours_s": t["ours"], "torch_s": t["torch"],
@@ -115,7 +117,7 @@ def bench_grams(sg2ada: str, resolution: int, budget: int, chunks: int) -> dict:
     w = jnp.asarray(np.random.RandomState(0).randn(D).astype(np.float32))
     p = resolution * resolution * 3
     weights = jax.ShapeDtypeStruct((6, p), jnp.float32)
-    plan = jacobian.plan_grams(fn, w, weights, memory_budget=budget)
+    plan = jacobian.plan_grams(fn, w, weights, jacobian.JacobianOptions(memory_budget=budget))
     k, block = plan.tangent_chunk, plan.block or D
     tangents = jnp.eye(D, dtype=jnp.float32)
     jvp = jax.jit(lambda f, x, v: jacobian._jvp_chunk(f, x, None)(v))

@@ -33,10 +33,10 @@ def top5_cos(folder: pathlib.Path) -> list[float]:
     mask = regions.box_mask((96, 160, 96, 160), gen.img_resolution)
     out = {}
     for precision in ("highest", "default"):
-        a, b = jacobian.region_grams(gen.latent_fn("w"), ws, mask, precision=precision)
+        a, b = jacobian.region_grams(gen.latent_fn("w"), ws, mask, jacobian.JacobianOptions(precision=precision))
         out[precision] = directions.generalized_eigh(a[0], b[0], k=5)[1]
     return [float(abs(np.dot(u, v)) / (np.linalg.norm(u) * np.linalg.norm(v)))
-            for u, v in zip(out["highest"], out["default"])]
+            for u, v in zip(out["highest"], out["default"], strict=True)]
 
 
 def main() -> None:

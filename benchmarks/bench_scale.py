@@ -35,16 +35,17 @@ def _measure(args) -> dict:
     fn = toy.toy_latent_fn(params)
     latents = np.random.default_rng(1).standard_normal((args.samples, args.d)).astype(np.float32)
     masks = regions.box_mask((128, 128, 64, 96), args.resolution)[None]
-    plan = distributed.plan_grams(fn, latents, masks, tangent_chunk=args.chunk)
+    options = jacobian.JacobianOptions(tangent_chunk=args.chunk)
+    plan = distributed.plan_grams(fn, latents, masks, options)
     all_samples = np.arange(args.samples)
 
     def sharded():
         return plan.block(all_samples).total
 
     def looped():
-        return jax.block_until_ready(jacobian.region_grams(fn, latents, masks, tangent_chunk=args.chunk))
+        return jax.block_until_ready(jacobian.region_grams(fn, latents, masks, options))
 
-    out = {"devices": jax.device_count(), "cpu_cores": os.cpu_count(), "strategy": plan.strategy,
+    out = {"devices": jax.device_count(), "cpu_cores": os.cpu_count(), "strategy": plan.options.strategy,
            "sharded_s": median_seconds(sharded, args.repeats)}
     if args.devices == 1:
         out["loop_s"] = median_seconds(looped, args.repeats)

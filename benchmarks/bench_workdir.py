@@ -54,7 +54,8 @@ def checkpoint_cost(repeats: int, d: int = 512, samples: int = 5) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 acc = resumable.ResumableGramAccumulator(tmp, "bench", num_samples=samples,
                                                          gram_shape=(2 * regions, d, d), per_sample=per_sample,
-                                                         save_interval_secs=0, max_to_keep=1)
+                                                         checkpoints=resumable.CheckpointOptions(
+                                                             save_interval_secs=0, max_to_keep=1))
                 g = np.random.default_rng(0).standard_normal((2 * regions, d, d)).astype(np.float32)
                 times = []
                 for i in range(min(repeats, samples)):
@@ -78,14 +79,16 @@ def loop_vs_resumable(repeats: int, samples: int, d: int, resolution: int) -> No
     masks = regions.box_mask((128, 128, 64, 96), resolution)[None]
     mesh = distributed.make_mesh(jax.local_devices()[:1])
 
+    options = jacobian.JacobianOptions(tangent_chunk=d)
+
     def loop():
-        return [np.asarray(jacobian.region_grams(fn, latents[i], masks, tangent_chunk=d)[0]) for i in range(samples)]
+        return [np.asarray(jacobian.region_grams(fn, latents[i], masks, options)[0]) for i in range(samples)]
 
     def resumable_run(interval: float, block: int | None):
         def run():
             with tempfile.TemporaryDirectory() as tmp:
-                resumable.run_resumable(fn, latents, masks, tmp, mesh=mesh, tangent_chunk=d, block_size=block,
-                                        save_interval_secs=interval)
+                checkpoints = resumable.CheckpointOptions(block_size=block, save_interval_secs=interval)
+                resumable.run_resumable(fn, latents, masks, tmp, options, mesh=mesh, checkpoints=checkpoints)
         return run
 
     loop()  # compile

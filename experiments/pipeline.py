@@ -172,7 +172,8 @@ def sample_latents(gen, cfg) -> dict:
     c = None
     if gen.c_dim > 0:
         c = np.eye(gen.c_dim, dtype=np.float32)[np.arange(n) % gen.c_dim]
-    cutoff = None if cfg.truncation_cutoff in (None, -1) else int(cfg.truncation_cutoff)
+    cutoff = unset_is_none(cfg.truncation_cutoff, "truncation_cutoff")
+    cutoff = None if cutoff is None else int(cutoff)
     ws = np.asarray(gen.mapping(z, c, truncation_psi=float(cfg.truncation_psi), truncation_cutoff=cutoff))
     return {"z": z, "ws": ws}
 
@@ -259,7 +260,7 @@ class _Job:
     masks: np.ndarray  # [R, H', W']
     fns: list  # N per-sample functions
     points: np.ndarray  # [N, d] linearisation points
-    preprocess: Any
+    options: jacobian.JacobianOptions  # the Jacobian settings, built once from cfg.jacobian
     per_sample: bool
     description: dict  # resumable.describe_inputs(...): what the fingerprint covers
 
@@ -276,19 +277,43 @@ def prepare(cfg) -> _Job:
     gen = prepare_model(cfg)
     layers = parse_layers(cfg.layers, gen.num_ws) if gen.kind != "biggan" else None
     lat = sample_latents(gen, cfg)
-    preprocess = None if cfg.jacobian.preprocess == "none" else cfg.jacobian.preprocess
-    preprocess = "official" if cfg.official else preprocess
-    fns, points = zip(*(sample_function(gen, cfg, lat, i, layers) for i in range(int(cfg.num_samples))))
-    h, w, _ = jacobian.output_shape(fns[0], points[0], preprocess)
+    options = jacobian_options(cfg)
+    fns, points = zip(*(sample_function(gen, cfg, lat, i, layers) for i in range(int(cfg.num_samples))), strict=True)
+    h, w, _ = jacobian.output_shape(fns[0], points[0], options.preprocess)
     masks = parse_regions(cfg.regions, cfg.dataset, h)
     names = list(masks)
     stack = regions.validate_masks(np.stack([masks[k] for k in names]), (h, w))
     points = np.stack([np.asarray(p) for p in points])
     per_sample = cfg.aggregation == "per_sample" or bool(cfg.official)
     _check_solver(cfg)
-    description = resumable.describe_inputs(list(fns), points, stack, per_sample=per_sample, preprocess=preprocess,
+    description = resumable.describe_inputs(list(fns), points, stack, options, per_sample=per_sample,
                                             config=describe(cfg))
-    return _Job(gen, lat, names, stack, list(fns), points, preprocess, per_sample, description)
+    return _Job(gen, lat, names, stack, list(fns), points, options, per_sample, description)
+
+
+def jacobian_options(cfg) -> jacobian.JacobianOptions:
+    """The run's Jacobian settings: ``cfg.jacobian``, with the paper's preprocessing if official.
+
+    Raises:
+      errors.ConfigError: a ``cfg.jacobian`` setting outside its allowed values.
+    """
+    try:
+        options = jacobian.JacobianOptions.from_config(cfg.jacobian)
+    except ValueError as err:
+        raise errors.ConfigError(f"--config.jacobian: {err}") from err
+    return dataclasses.replace(options, preprocess="official") if cfg.official else options
+
+
+def unset_is_none(value, field: str):
+    """``value`` of setting ``field``; refuses the old "unset" sentinels ``-1``, ``-1.0``, ``''``.
+
+    Raises:
+      errors.ConfigError: a sentinel, with the fix (None is the one way to leave a setting unset).
+    """
+    if value is not None and not isinstance(value, bool) and value in (-1, ""):
+        raise errors.ConfigError(f"--config.{field} is {value!r}, an old sentinel for 'unset'; use None "
+                                 f"(--config.{field}=None) to leave it unset.")
+    return value
 
 
 def _check_solver(cfg) -> None:
@@ -341,7 +366,7 @@ def _find_directions(cfg, job: _Job, workdir: pathlib.Path, writer: io_utils.Wri
              gen.img_resolution, gen.img_resolution, job.names, len(job.fns), cfg.space, job.points.shape[1])
     A, B = _accumulate(cfg, job, workdir, progress and writer.enabled)
     writer.save_npz(workdir / "latents.npz", seed=np.int64(cfg.seed), **job.latents)
-    for name, mask in zip(job.names, job.masks):
+    for name, mask in zip(job.names, job.masks, strict=True):
         writer.save_png(workdir / "masks" / f"{name}.png", (mask * 255).astype(np.uint8))
     writer.save_npz(workdir / "grams.npz", A=A, B=B, regions=np.array(job.names))
     results = _solve(cfg, A, B, job.names, workdir, writer)
@@ -386,13 +411,12 @@ def _accumulate(cfg, job: _Job, workdir: pathlib.Path, progress: bool):
         log.info("%d/%d samples done (%d computed by this run, %.1fs)", p.done, p.total, p.computed, p.seconds)
 
     block = None if cfg.get("block_size") is None else int(cfg.block_size)
+    checkpoints = resumable.CheckpointOptions(block_size=block, save_interval_secs=float(cfg.save_interval_secs),
+                                              callback=report)
     try:
-        A, B = resumable.run_resumable(
-            job.fns, job.points, job.masks, str(workdir / CHECKPOINT_DIR), description=job.description,
-            mesh=_mesh(cfg), block_size=block, per_sample=job.per_sample, preprocess=job.preprocess,
-            tangent_chunk=int(cfg.jacobian.tangent_chunk), strategy=cfg.jacobian.strategy,
-            memory_budget=int(cfg.jacobian.memory_budget_gib * 2 ** 30),
-            save_interval_secs=float(cfg.save_interval_secs), callback=report)
+        A, B = resumable.run_resumable(job.fns, job.points, job.masks, str(workdir / CHECKPOINT_DIR), job.options,
+                                       description=job.description, mesh=_mesh(cfg), per_sample=job.per_sample,
+                                       checkpoints=checkpoints)
     finally:
         if bar is not None:
             bar.close()
@@ -406,7 +430,8 @@ def solver_settings(cfg) -> tuple[str, dict]:
     adding ``--config.official_full_rank True`` its ``--full_rank`` run (B + tau * trace(B) * I, tau from
     ``solver.tau``, default the paper's 1e-3). Otherwise ``solver.method`` with ``solver.regularization`` / ``tau``.
     """
-    tau = None if cfg.solver.tau in (None, -1, -1.0) else float(cfg.solver.tau)
+    tau = unset_is_none(cfg.solver.tau, "solver.tau")
+    tau = None if tau is None else float(tau)
     full_rank = bool(cfg.get("official_full_rank", False))
     if full_rank and not cfg.official:
         raise ValueError("--config.official_full_rank True selects the paper's --full_rank variant of the official "
@@ -524,6 +549,7 @@ def manipulate(cfg, directions_path, workdir, progress: bool = True, latents_pat
     if bad:
         raise errors.ConfigError(f"Direction indices {bad} are beyond the {all_dirs.shape[0]} directions in "
                                  f"{directions_path}.")
+    unset_is_none(m.truncation_cutoff, "manipulate.truncation_cutoff")
     inverted = None
     if latents_path:
         from regfac_jax import inversion
@@ -537,54 +563,91 @@ def manipulate(cfg, directions_path, workdir, progress: bool = True, latents_pat
         return _render_edits(cfg, gen, all_dirs, idx, workdir, directions_path, progress, inverted)
 
 
-def _render_edits(cfg, gen, all_dirs, idx, workdir: pathlib.Path, directions_path, progress: bool, inverted=None):
+def _biggan_renderer(cfg, gen, all_dirs, steps) -> tuple[Callable, int]:
+    """``(render, n)``: ``render(j)`` gives the frames of direction ``j`` on ``n`` BigGAN samples,
+    edited in z."""
+    from regfac_jax.models import biggan
     m = cfg.manipulate
-    steps = edit_lib.step_range(m.step_start, m.step_stop, int(m.num_steps))
+    if cfg.space not in ("z", "w"):
+        raise errors.ConfigError(f"manipulate edits BigGAN in z; directions of space {cfg.space!r} are not "
+                                 "supported.")
     n = int(m.num_samples)
-    outputs = []
+    z = biggan.truncated_noise(int(m.seed), n, gen.z_dim, float(cfg.truncation))
+    classes = [c.strip() for c in str(cfg.classes).split(",") if c.strip()] or ["0"]
+    cv = biggan.class_vector([int(c) if c.isdigit() else c for c in classes][:1] * n, gen.num_classes)
+
+    def render(j):
+        edited = edit_lib.edit_latent(z, all_dirs[j], steps)
+        return [gen.generate(edited[:, s], cv, float(cfg.truncation)) for s in range(len(steps))]
+
+    return render, n
+
+
+def _inverted_renderer(cfg, gen, all_dirs, steps, inverted) -> tuple[Callable, int]:
+    """``(render, n)`` on the inverted images of ``experiments.invert``, with their noise maps."""
+    from regfac_jax import inversion
+    layers = parse_layers(cfg.manipulate.layers, gen.num_ws)
+    ws, noise, _ = inverted
+
+    def render(j):
+        edited = edit_lib.edit_ws(ws, all_dirs[j], steps, layers)
+        return [inversion.synthesize(gen, edited[:, s], noise) for s in range(len(steps))]
+
+    return render, len(ws)
+
+
+def _stylegan_renderer(cfg, gen, all_dirs, steps) -> tuple[Callable, int]:
+    """``(render, n)`` on ``manipulate.num_samples`` seeded StyleGAN samples, edited in W."""
+    m = cfg.manipulate
+    layers = parse_layers(m.layers, gen.num_ws)
+    n = int(m.num_samples)
+    z = np.random.RandomState(int(m.seed)).randn(n, gen.z_dim).astype(np.float32)
+    c = np.eye(gen.c_dim, dtype=np.float32)[np.arange(n) % gen.c_dim] if gen.c_dim else None
+    cutoff = None if m.truncation_cutoff is None else int(m.truncation_cutoff)
+    ws = gen.mapping(z, c, truncation_psi=float(m.truncation_psi), truncation_cutoff=cutoff)
+
+    def render(j):
+        edited = edit_lib.edit_ws(ws, all_dirs[j], steps, layers)
+        return [gen.synthesis(edited[:, s], noise_mode=cfg.noise_mode) for s in range(len(steps))]
+
+    return render, n
+
+
+def _write_direction(workdir: pathlib.Path, j: int, frames: np.ndarray, steps, directions_path) -> list:
+    """Direction ``j``'s grid (rows: samples, columns: steps) and a GIF per sample; their paths."""
+    u8 = io_utils.to_uint8(frames)  # [n, S, H, W, C]
+    grid = workdir / f"direction_{j:03d}.png"
+    io_utils.save_png(grid, plots.labelled_grid(u8, [f"sample {s}" for s in range(u8.shape[0])],
+                                                plots.format_steps(steps), xlabel="step",
+                                                title=f"direction {j} of {pathlib.Path(directions_path).name}"))
+    outputs = [grid]
+    for s in range(u8.shape[0]):
+        gif = workdir / f"direction_{j:03d}_sample_{s:03d}.gif"
+        io_utils.save_gif(gif, list(u8[s]))
+        outputs.append(gif)
+    return outputs
+
+
+def _render_edits(cfg, gen, all_dirs, idx, workdir: pathlib.Path, directions_path, progress: bool, inverted=None):
+    steps = edit_lib.step_range(cfg.manipulate.step_start, cfg.manipulate.step_stop, int(cfg.manipulate.num_steps))
     if gen.kind == "biggan":
-        from regfac_jax.models import biggan
-        if cfg.space not in ("z", "w"):
-            raise errors.ConfigError(f"manipulate edits BigGAN in z; directions of space {cfg.space!r} are not "
-                                     "supported.")
-        z = biggan.truncated_noise(int(m.seed), n, gen.z_dim, float(cfg.truncation))
-        classes = [c.strip() for c in str(cfg.classes).split(",") if c.strip()] or ["0"]
-        cv = biggan.class_vector([int(c) if c.isdigit() else c for c in classes][:1] * n, gen.num_classes)
-        render = lambda j: [gen.generate(edit_lib.edit_latent(z, all_dirs[j], steps)[:, s], cv,  # noqa: E731
-                                         float(cfg.truncation)) for s in range(len(steps))]
-    elif inverted is not None:  # the inverted images of experiments.invert, with their own noise maps
-        from regfac_jax import inversion
-        layers = parse_layers(m.layers, gen.num_ws)
-        ws, noise, _ = inverted
-        n = len(ws)
-        render = lambda j: [inversion.synthesize(gen, edit_lib.edit_ws(ws, all_dirs[j], steps, layers)[:, s],  # noqa
-                                                 noise) for s in range(len(steps))]
+        render, _ = _biggan_renderer(cfg, gen, all_dirs, steps)
+    elif inverted is not None:
+        render, _ = _inverted_renderer(cfg, gen, all_dirs, steps, inverted)
     else:
-        layers = parse_layers(m.layers, gen.num_ws)
-        z = np.random.RandomState(int(m.seed)).randn(n, gen.z_dim).astype(np.float32)
-        c = np.eye(gen.c_dim, dtype=np.float32)[np.arange(n) % gen.c_dim] if gen.c_dim else None
-        cutoff = None if m.truncation_cutoff in (None, -1) else int(m.truncation_cutoff)
-        ws = gen.mapping(z, c, truncation_psi=float(m.truncation_psi), truncation_cutoff=cutoff)
-        render = lambda j: [gen.synthesis(edit_lib.edit_ws(ws, all_dirs[j], steps, layers)[:, s],  # noqa: E731
-                                          noise_mode=cfg.noise_mode) for s in range(len(steps))]
+        render, _ = _stylegan_renderer(cfg, gen, all_dirs, steps)
     iterator = idx
     if progress:
         from tqdm.auto import tqdm
         iterator = tqdm(idx, desc="directions", unit="direction")
+    outputs = []
     for j in iterator:
         frames = np.stack([np.asarray(f) for f in render(j)], axis=1)  # [n, S, H, W, C]
-        u8 = io_utils.to_uint8(frames)
-        grid = workdir / f"direction_{j:03d}.png"
-        io_utils.save_png(grid, plots.labelled_grid(u8, [f"sample {s}" for s in range(n)], plots.format_steps(steps),
-                                                    title=f"direction {j} of {pathlib.Path(directions_path).name}",
-                                                    xlabel="step"))
-        outputs.append(grid)
-        for s in range(n):
-            gif = workdir / f"direction_{j:03d}_sample_{s:03d}.gif"
-            io_utils.save_gif(gif, list(u8[s]))
-            outputs.append(gif)
+        outputs += _write_direction(workdir, j, frames, steps, directions_path)
     _write_html(workdir, outputs, directions_path, steps)
     if inverted is not None:
+        ws, noise, _ = inverted
+        layers = parse_layers(cfg.manipulate.layers, gen.num_ws)
         _latents_locality(cfg, gen, ws, noise, all_dirs, idx, layers, directions_path, workdir)
     return outputs
 

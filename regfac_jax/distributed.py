@@ -87,30 +87,41 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
       ValueError: only some of the three arguments given, a malformed coordinator, or an out-of-range id.
       RuntimeError: already initialised, or called after JAX started its backends.
     """
-    given = [v is not None for v in (coordinator, num_processes, process_id)]
-    if any(given) and not all(given):
-        raise ValueError("Give all of coordinator, num_processes and process_id (a manual cluster) or none of them "
-                         f"(auto-detection on TPU pods / SLURM); got coordinator={coordinator!r}, "
-                         f"num_processes={num_processes!r}, process_id={process_id!r}.")
-    if all(given):
-        match = _COORDINATOR.match(str(coordinator))
-        if match is None or not 0 < int(match.group(1)) < 65536:
-            raise ValueError(f"coordinator must be 'host:port' with a port in 1..65535 (e.g. '10.0.0.2:1234'); "
-                             f"got {coordinator!r}.")
-        if int(num_processes) < 1:
-            raise ValueError(f"num_processes must be >= 1; got {num_processes}.")
-        if not 0 <= int(process_id) < int(num_processes):
-            raise ValueError(f"process_id must be in [0, {num_processes}); got {process_id}. Number the hosts "
-                             f"0..{int(num_processes) - 1}, with 0 on the coordinator's host.")
+    manual = _manual_cluster(coordinator, num_processes, process_id)
     if jax.distributed.is_initialized():
         raise RuntimeError("jax.distributed is already initialised in this process; call initialize_distributed "
                            "once, at the start of the program.")
     if cpu_collectives is not None:
         jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-    if all(given):
+    if manual:
         jax.distributed.initialize(str(coordinator), int(num_processes), int(process_id), **kwargs)
     else:
         jax.distributed.initialize(**kwargs)
+
+
+def _manual_cluster(coordinator: str | None, num_processes: int | None, process_id: int | None) -> bool:
+    """True when all three are given (and valid), False when none is (JAX detects the cluster).
+
+    Raises:
+      ValueError: only some given, a malformed coordinator, or an out-of-range id.
+    """
+    given = [v is not None for v in (coordinator, num_processes, process_id)]
+    if any(given) and not all(given):
+        raise ValueError("Give all of coordinator, num_processes and process_id (a manual cluster) or none of them "
+                         f"(auto-detection on TPU pods / SLURM); got coordinator={coordinator!r}, "
+                         f"num_processes={num_processes!r}, process_id={process_id!r}.")
+    if not all(given):
+        return False
+    match = _COORDINATOR.match(str(coordinator))
+    if match is None or not 0 < int(match.group(1)) < 65536:
+        raise ValueError(f"coordinator must be 'host:port' with a port in 1..65535 (e.g. '10.0.0.2:1234'); "
+                         f"got {coordinator!r}.")
+    if int(num_processes) < 1:
+        raise ValueError(f"num_processes must be >= 1; got {num_processes}.")
+    if not 0 <= int(process_id) < int(num_processes):
+        raise ValueError(f"process_id must be in [0, {num_processes}); got {process_id}. Number the hosts "
+                         f"0..{int(num_processes) - 1}, with 0 on the coordinator's host.")
+    return True
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -200,26 +211,107 @@ def _to_host(x: jax.Array) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Per-sample functions
+# ----------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SplitFunctions:
+    """One function, or ``N`` per-sample functions of one structure, split into shared and per-sample leaves.
+
+    A pytree whose leaves are ``shared`` and ``stacked`` (traced by jit); ``treedef`` and ``varying`` are static.
+
+    Attributes:
+      treedef: the functions' common structure (of their ``jax.tree_util.Partial`` form).
+      varying: per leaf position, whether it differs between the functions.
+      shared: the leaves that do not differ (the generator's weights), in leaf order.
+      stacked: the leaves that differ, each stacked over the samples ``[N, ...]`` (empty for one function).
+    """
+
+    treedef: Any
+    varying: tuple[bool, ...]
+    shared: tuple
+    stacked: tuple
+
+    def function(self, own: Sequence) -> Callable:
+        """One sample's function, from its own leaves ``own`` (one per ``stacked`` entry)."""
+        shared, own = iter(self.shared), iter(own)
+        leaves = [next(own) if v else next(shared) for v in self.varying]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+jax.tree_util.register_dataclass(SplitFunctions, data_fields=["shared", "stacked"],
+                                 meta_fields=["treedef", "varying"])
+
+
+def _differs(column) -> bool:
+    """Whether one leaf position holds different values across the per-sample functions (the same
+    object in every function is shared without looking at its values)."""
+    if all(leaf is column[0] for leaf in column):
+        return False
+    first = np.asarray(column[0])
+    return any(not np.array_equal(np.asarray(leaf), first) for leaf in column[1:])
+
+
+def _common_structure(fns: list) -> tuple[list, Any]:
+    """Every function's leaves and their one treedef (a ValueError names one that differs)."""
+    flat = [jax.tree_util.tree_flatten(f) for f in fns]
+    treedef = flat[0][1]
+    for i, (_, td) in enumerate(flat):
+        if td != treedef:
+            raise ValueError(f"Per-sample function {i} has a different structure than function 0 ({td} vs "
+                             f"{treedef}); build them all with the same call (e.g. latent_fn with the same space).")
+    return [leaves for leaves, _ in flat], treedef
+
+
+def split_functions(fn: Callable | Sequence[Callable], n: int) -> SplitFunctions:
+    """Splits one function, or ``n`` per-sample functions, into shared and stacked leaves.
+
+    Args:
+      fn: a generator function, or a sequence of ``n`` of them with one structure (module
+        docstring).
+      n: the number of samples (latents).
+
+    Raises:
+      ValueError: not ``n`` functions, functions of different structures, or per-sample leaves so
+        large that the weights are probably copied per sample.
+    """
+    if callable(fn):
+        leaves, treedef = jax.tree_util.tree_flatten(jacobian.as_partial(fn))
+        return SplitFunctions(treedef, (False,) * len(leaves), tuple(leaves), ())
+    fns = [jacobian.as_partial(f) for f in fn]
+    if len(fns) != n:
+        raise ValueError(f"Got {len(fns)} per-sample functions for {n} latents; give one function per latent, or "
+                         "a single function shared by all.")
+    all_leaves, treedef = _common_structure(fns)
+    columns = list(zip(*all_leaves, strict=True))  # every function has the treedef's number of leaves
+    varying = tuple(_differs(col) for col in columns)
+    shared = tuple(col[0] for col, v in zip(columns, varying, strict=True) if not v)
+    stacked = tuple(np.stack([np.asarray(leaf) for leaf in col])
+                    for col, v in zip(columns, varying, strict=True) if v)
+    size = sum(s.nbytes for s in stacked)
+    if size > MAX_PER_SAMPLE_BYTES:
+        raise ValueError(f"The per-sample functions differ in {size / 2 ** 20:.0f} MiB of arrays, more than "
+                         f"{MAX_PER_SAMPLE_BYTES >> 20} MiB: the weights are probably copied per sample. Build all "
+                         "functions from one generator object so its weights are shared (the same arrays).")
+    return SplitFunctions(treedef, varying, shared, stacked)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The sharded kernel
 # ----------------------------------------------------------------------------------------------------------
-def _merge(shared, own, varying):
-    shared, own = iter(shared), iter(own)
-    return [next(own) if v else next(shared) for v in varying]
-
-
-@functools.partial(jax.jit, static_argnames=("mesh", "treedef", "varying", "tangent_chunk", "preprocess",
-                                             "strategy", "block", "per_sample"))
-def _block_kernel(shared, stacked, weights, latents, valid, *, mesh, treedef, varying, tangent_chunk, preprocess,
-                  strategy, block, per_sample):
-    """Sum of ``weighted_grams`` over the valid rows of ``latents`` (sharded over ``mesh``), plus per-row finite
-    flags and, with ``per_sample``, the per-row Grams (still sharded)."""
+@functools.partial(jax.jit, static_argnames=("mesh", "options", "per_sample"))
+def _block_kernel(functions: SplitFunctions, weights, latents, valid, *, mesh: Mesh,
+                  options: jacobian.JacobianOptions, per_sample: bool):
+    """Sum of ``weighted_grams`` over the valid rows of ``latents`` (sharded over ``mesh``, as are
+    the rows of ``functions.stacked``), plus per-row finite flags and, with ``per_sample``, the
+    per-row Grams (still sharded)."""
     axes = mesh.axis_names
 
     def local(shared, stacked, weights, lat, val):
+        here = dataclasses.replace(functions, shared=tuple(shared), stacked=())
+
         def body(total, xs):
             z, v, own = xs
-            fn = jax.tree_util.tree_unflatten(treedef, _merge(shared, own, varying))
-            g = jacobian.weighted_grams(fn, z, weights, tangent_chunk, preprocess, strategy, block)
+            g = jacobian.weighted_grams(here.function(own), z, weights, options)
             ok = jnp.logical_or(jnp.all(jnp.isfinite(g)), jnp.logical_not(v))
             g = jnp.where(v, g, jnp.zeros_like(g))  # padding rows contribute exact zeros
             return total + g, (ok, g) if per_sample else (ok,)
@@ -233,7 +325,7 @@ def _block_kernel(shared, stacked, weights, latents, valid, *, mesh, treedef, va
     # varying-manual-axes type check would reject although the computation is purely per device.
     run = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axes), P(), P(axes), P(axes)), out_specs=out_specs,
                         check_vma=False)
-    return run(shared, stacked, weights, latents, valid)
+    return run(functions.shared, functions.stacked, weights, latents, valid)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,21 +343,26 @@ class BlockResult:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class GramPlan:
-    """Everything needed to compute Grams of any subset of the samples on a mesh (see :func:`plan_grams`)."""
+    """What computes the Grams of any subset of the samples on a mesh (see :func:`plan_grams`).
+
+    Attributes:
+      mesh: the device mesh the samples are split over.
+      latents: ``[N, d]`` host copy, identical on every host.
+      weights: ``[2R, P]`` region row weights, replicated over the mesh.
+      functions: the generator function(s); ``shared`` replicated over the mesh, ``stacked`` on the
+        host.
+      num_regions: ``R``.
+      options: the Jacobian settings with a concrete strategy ('auto' resolved).
+      pad: pad sample counts that do not divide over the devices.
+    """
 
     mesh: Mesh
-    latents: np.ndarray  # [N, d] host copy, identical on every host
-    weights: jax.Array  # [2R, P] replicated
-    shared: tuple  # replicated function leaves
-    stacked: tuple  # host arrays [N, ...] of per-sample function leaves
-    treedef: Any
-    varying: tuple
+    latents: np.ndarray
+    weights: jax.Array
+    functions: SplitFunctions
     num_regions: int
-    tangent_chunk: int
-    preprocess: Any
-    strategy: str
+    options: jacobian.JacobianOptions
     pad: bool
-    tangent_block: int | None = None  # tangent block of the 'blocked' strategy
 
     @property
     def num_samples(self) -> int:
@@ -279,6 +376,16 @@ class GramPlan:
     def gram_shape(self) -> tuple[int, int, int]:
         return (2 * self.num_regions, self.dim, self.dim)
 
+    def _rows(self, idx: np.ndarray) -> np.ndarray:
+        """``idx`` padded with copies of its first sample to a multiple of the device count."""
+        n, n_dev = idx.size, self.mesh.size
+        n_pad = -(-n // n_dev) * n_dev
+        if n_pad != n and not self.pad:
+            raise ValueError(f"{n} samples do not divide over {n_dev} devices. Use a multiple of {n_dev} samples "
+                             f"(e.g. {n_pad}), or pad=True, which adds {n_pad - n} padding samples whose Grams are "
+                             "masked out exactly (at the cost of their compute).")
+        return np.concatenate([idx, np.full(n_pad - n, idx[0])])
+
     def block(self, indices, per_sample: bool = False) -> BlockResult:
         """Grams of the samples ``indices`` (sample numbers in ``[0, N)``), summed, and per sample if asked.
 
@@ -289,19 +396,12 @@ class GramPlan:
         idx = np.asarray(indices, np.int64).reshape(-1)
         if idx.size == 0 or idx.min() < 0 or idx.max() >= self.num_samples:
             raise ValueError(f"Sample indices must be a non-empty subset of [0, {self.num_samples}); got {idx}.")
-        n, n_dev = idx.size, self.mesh.size
-        n_pad = -(-n // n_dev) * n_dev
-        if n_pad != n and not self.pad:
-            raise ValueError(f"{n} samples do not divide over {n_dev} devices. Use a multiple of {n_dev} samples "
-                             f"(e.g. {n_pad}), or pad=True, which adds {n_pad - n} padding samples whose Grams are "
-                             "masked out exactly (at the cost of their compute).")
-        rows = np.concatenate([idx, np.full(n_pad - n, idx[0])])
-        valid = np.arange(n_pad) < n
-        outs = _block_kernel(self.shared, [_shard_rows(s[rows], self.mesh) for s in self.stacked], self.weights,
-                             _shard_rows(self.latents[rows], self.mesh), _shard_rows(valid, self.mesh),
-                             mesh=self.mesh, treedef=self.treedef, varying=self.varying,
-                             tangent_chunk=self.tangent_chunk, preprocess=self.preprocess, strategy=self.strategy,
-                             block=self.tangent_block, per_sample=per_sample)
+        n, rows = idx.size, self._rows(idx)
+        functions = dataclasses.replace(
+            self.functions, stacked=tuple(_shard_rows(s[rows], self.mesh) for s in self.functions.stacked))
+        outs = _block_kernel(functions, self.weights, _shard_rows(self.latents[rows], self.mesh),
+                             _shard_rows(np.arange(rows.size) < n, self.mesh), mesh=self.mesh,
+                             options=self.options, per_sample=per_sample)
         ok = _to_host(outs[1])[:n]
         if not ok.all():
             bad = idx[~ok].tolist()
@@ -312,78 +412,39 @@ class GramPlan:
         return BlockResult(total, per)
 
 
-def _differs(column) -> bool:
-    """Whether one leaf position holds different values across the per-sample functions (the same object in every
-    function is shared without looking at its values)."""
-    if all(leaf is column[0] for leaf in column):
-        return False
-    first = np.asarray(column[0])
-    return any(not np.array_equal(np.asarray(leaf), first) for leaf in column[1:])
+def _host_latents(latents) -> np.ndarray:
+    """``[N, d]`` (a ``[d]`` becomes one row) in JAX's canonical dtype (float32 unless x64)."""
+    lat = np.asarray(latents)
+    if lat.ndim == 1:
+        lat = lat[None]
+    if lat.ndim != 2 or lat.shape[0] == 0:
+        raise ValueError(f"latents must be [N, d] with N >= 1; got shape {lat.shape}.")
+    return np.ascontiguousarray(lat, dtype=jnp.asarray(lat[:1]).dtype)
 
 
-def split_functions(fn, n: int):
-    """(treedef, varying flags, shared leaves, stacked per-sample leaves) of one function or ``n`` functions."""
-    if callable(fn):
-        leaves, treedef = jax.tree_util.tree_flatten(jacobian._as_partial(fn))
-        return treedef, (False,) * len(leaves), leaves, []
-    fns = [jacobian._as_partial(f) for f in fn]
-    if len(fns) != n:
-        raise ValueError(f"Got {len(fns)} per-sample functions for {n} latents; give one function per latent, or "
-                         "a single function shared by all.")
-    flat = [jax.tree_util.tree_flatten(f) for f in fns]
-    treedef = flat[0][1]
-    for i, (_, td) in enumerate(flat):
-        if td != treedef:
-            raise ValueError(f"Per-sample function {i} has a different structure than function 0 ({td} vs "
-                             f"{treedef}); build them all with the same call (e.g. latent_fn with the same space).")
-    columns = list(zip(*[leaves for leaves, _ in flat]))
-    varying = tuple(_differs(col) for col in columns)
-    shared = [col[0] for col, v in zip(columns, varying) if not v]
-    stacked = [np.stack([np.asarray(leaf) for leaf in col]) for col, v in zip(columns, varying) if v]
-    size = sum(s.nbytes for s in stacked)
-    if size > MAX_PER_SAMPLE_BYTES:
-        raise ValueError(f"The per-sample functions differ in {size / 2 ** 20:.0f} MiB of arrays, more than "
-                         f"{MAX_PER_SAMPLE_BYTES >> 20} MiB: the weights are probably copied per sample. Build all "
-                         "functions from one generator object so its weights are shared (the same arrays).")
-    return treedef, varying, shared, stacked
-
-
-def plan_grams(fn, latents, masks, *, mesh: Mesh | None = None, tangent_chunk: int = 64,
-               preprocess: jacobian.Preprocess = None, strategy: str = "auto", memory_budget: int | None = None,
-               pad: bool = True) -> GramPlan:
-    """Validates the inputs once and places the generator and region weights on every device.
+def plan_grams(fn, latents, masks, options: jacobian.JacobianOptions = jacobian.DEFAULT_OPTIONS, *,
+               mesh: Mesh | None = None, pad: bool = True) -> GramPlan:
+    """Validates the inputs once, resolves strategy 'auto', and places the generator and region weights on every
+    device.
 
     Args: as :func:`sharded_region_grams`.
 
     Returns:
       A :class:`GramPlan`; ``plan.block(indices)`` computes any subset of the samples.
     """
-    lat = np.asarray(latents)
-    if lat.ndim == 1:
-        lat = lat[None]
-    if lat.ndim != 2 or lat.shape[0] == 0:
-        raise ValueError(f"latents must be [N, d] with N >= 1; got shape {lat.shape}.")
-    dtype = jnp.asarray(lat[:1]).dtype  # JAX's canonical dtype (float32 unless x64 is on)
-    lat = np.ascontiguousarray(lat, dtype=dtype)
+    lat, options = _host_latents(latents), jacobian.check_options(options)
     mesh = make_mesh() if mesh is None else mesh
-    treedef, varying, shared, stacked = split_functions(fn, lat.shape[0])
-    probe = jax.tree_util.tree_unflatten(treedef, _merge(shared, [s[0] for s in stacked], varying))
-    h, w, c = jacobian.output_shape(probe, lat[0], preprocess)
+    functions = split_functions(fn, lat.shape[0])
+    probe = functions.function([s[0] for s in functions.stacked])
+    h, w, c = jacobian.output_shape(probe, lat[0], options.preprocess)
     m = regions.validate_masks(masks, (h, w))
-    if int(tangent_chunk) < 1:
-        raise ValueError(f"tangent_chunk must be >= 1; got {tangent_chunk}.")
-    host_weights = np.asarray(jacobian.mask_weights(m, c), dtype)
-    block = None
-    if strategy == "auto":
-        strategy, tangent_chunk, block = _auto_strategy(probe, lat[0], host_weights, preprocess, memory_budget,
-                                                        int(tangent_chunk))
-    if strategy not in ("materialize", "transpose", "blocked"):
-        raise ValueError(f"strategy must be 'auto', 'materialize', 'transpose' or 'blocked'; got {strategy!r}.")
-    weights = _replicate(host_weights, mesh)
-    return GramPlan(mesh=mesh, latents=lat, weights=weights, shared=tuple(_replicate(x, mesh) for x in shared),
-                    stacked=tuple(stacked), treedef=treedef, varying=varying, num_regions=m.shape[0],
-                    tangent_chunk=int(tangent_chunk), preprocess=preprocess, strategy=strategy, pad=bool(pad),
-                    tangent_block=block)
+    host_weights = np.asarray(jacobian.mask_weights(m, c), lat.dtype)
+    if options.strategy == jacobian.AUTO:
+        options = _auto_strategy(probe, lat[0], host_weights, options)
+    shared = tuple(_replicate(x, mesh) for x in functions.shared)
+    return GramPlan(mesh=mesh, latents=lat, weights=_replicate(host_weights, mesh),
+                    functions=dataclasses.replace(functions, shared=shared), num_regions=m.shape[0],
+                    options=options, pad=bool(pad))
 
 
 # Below this share of the memory budget the Jacobian is materialised without asking XLA: planning compiles the
@@ -391,16 +452,16 @@ def plan_grams(fn, latents, masks, *, mesh: Mesh | None = None, tangent_chunk: i
 _SMALL_SHARE = 1 / 64
 
 
-def _auto_strategy(fn, latent, weights, preprocess, memory_budget, max_chunk) -> tuple[str, int, int | None]:
-    """``(strategy, tangent_chunk, block)`` for one sample's kernel: :func:`jacobian.plan_grams` (XLA's memory
-    analysis against the device limit) unless the Jacobian is tiny next to the budget."""
+def _auto_strategy(fn, latent, weights, options: jacobian.JacobianOptions) -> jacobian.JacobianOptions:
+    """``options`` with the strategy, chunk and block of one sample's kernel:
+    :func:`jacobian.plan_grams` (XLA's memory analysis against the device limit) unless the Jacobian
+    is tiny next to the budget."""
     d, rows = latent.shape[0], weights.shape[1]
-    limit = jacobian.memory_limit(memory_budget)
+    limit = jacobian.memory_limit(options.memory_budget)
     if 2 * d * rows * weights.dtype.itemsize <= _SMALL_SHARE * limit:
-        return "materialize", max_chunk, None
-    plan = jacobian.plan_grams(fn, latent, weights, preprocess=preprocess, memory_budget=memory_budget,
-                               max_chunk=max_chunk)
-    return plan.strategy, plan.tangent_chunk, plan.block
+        return dataclasses.replace(options, strategy="materialize", block=None)
+    plan = jacobian.plan_grams(fn, latent, weights, options)
+    return dataclasses.replace(options, strategy=plan.strategy, tangent_chunk=plan.tangent_chunk, block=plan.block)
 
 
 def split_grams(grams: np.ndarray, num_regions: int) -> tuple[jax.Array, jax.Array]:
@@ -409,9 +470,9 @@ def split_grams(grams: np.ndarray, num_regions: int) -> tuple[jax.Array, jax.Arr
     return g[..., :num_regions, :, :], g[..., num_regions:, :, :]
 
 
-def sharded_region_grams(fn: Callable | Sequence[Callable], latents, masks, *, mesh: Mesh | None = None,
-                         tangent_chunk: int = 64, preprocess: jacobian.Preprocess = None, strategy: str = "auto",
-                         memory_budget: int | None = None, per_sample: bool = False, pad: bool = True):
+def sharded_region_grams(fn: Callable | Sequence[Callable], latents, masks,
+                         options: jacobian.JacobianOptions = jacobian.DEFAULT_OPTIONS, *,
+                         mesh: Mesh | None = None, per_sample: bool = False, pad: bool = True):
     """:func:`regfac_jax.jacobian.region_grams` with the samples split over a device mesh.
 
     Args:
@@ -419,8 +480,8 @@ def sharded_region_grams(fn: Callable | Sequence[Callable], latents, masks, *, m
         functions of one structure, one per sample (module docstring).
       latents: ``[N, d]`` (or ``[d]``), identical on every host.
       masks: ``[R, H', W']`` or ``[H', W']`` at the (preprocessed) image resolution, values in [0, 1].
+      options: the Jacobian settings, as in ``region_grams``.
       mesh: from :func:`make_mesh` (default: all devices of all processes).
-      tangent_chunk, preprocess, strategy, memory_budget: as in ``region_grams``.
       per_sample: also gather the per-sample Grams to the hosts.
       pad: pad a sample count that does not divide over the devices (padding masked out exactly); False raises.
 
@@ -432,8 +493,7 @@ def sharded_region_grams(fn: Callable | Sequence[Callable], latents, masks, *, m
       ValueError / regions.RegionError: bad latents, masks, functions or (with ``pad=False``) sample counts.
       FloatingPointError: some sample's Jacobian is not finite (the message names the samples).
     """
-    plan = plan_grams(fn, latents, masks, mesh=mesh, tangent_chunk=tangent_chunk, preprocess=preprocess,
-                      strategy=strategy, memory_budget=memory_budget, pad=pad)
+    plan = plan_grams(fn, latents, masks, options, mesh=mesh, pad=pad)
     res = plan.block(np.arange(plan.num_samples), per_sample=per_sample)
     if per_sample:
         return split_grams(res.per_sample, plan.num_regions)

@@ -12,7 +12,7 @@ For region masks ``m_r`` (``[R, H, W]``, soft or binary) the Grams are, per samp
 with ``p`` running over pixels *and channels* (a mask value applies to every channel of its pixel), i.e. the
 paper code's normalisation by the number of Jacobian rows in the region. One linearisation serves every region.
 
-Memory strategy (``strategy=``):
+Memory strategy (:attr:`JacobianOptions.strategy`):
 
 * ``'materialize'``: ``jax.linearize`` once, then the Jacobian ``[d, P]`` is assembled from tangent chunks of
   ``tangent_chunk`` columns and each Gram is one matrix product. Peak: the linearisation's stored residuals plus
@@ -33,15 +33,20 @@ Memory strategy (``strategy=``):
   7.0 GiB, where 'transpose' with chunk 64 needs over 200 GiB) and StyleGAN3-R (chunk 1, block 171: 7.8 GiB);
   see ``tests/test_jacobian.py::test_auto_plan_fits_8gib_at_1024`` and the README.
 
-Preprocessing (``preprocess=``): None (per-channel Jacobian of the raw image), ``'official'`` (the paper's code:
-images larger than 256 are resized to 256 by nearest neighbour and their channels summed; smaller ones are used as
-they are), or any callable ``[H, W, C] -> [H', W', C']``.
+Preprocessing (:attr:`JacobianOptions.preprocess`): None (per-channel Jacobian of the raw image), ``'official'`` (the
+paper's code: images larger than 256 are resized to 256 by nearest neighbour and their channels summed; smaller
+ones are used as they are), or any callable ``[H, W, C] -> [H', W', C']``.
+
+Every function on the Gram path (:func:`region_grams`, :func:`plan_grams`, :func:`weighted_grams`, the sharded and
+resumable ones in :mod:`regfac_jax.distributed` and :mod:`regfac_jax.resumable`) takes these settings as one frozen
+:class:`JacobianOptions`, built once (by the launchers from ``cfg.jacobian``: :meth:`JacobianOptions.from_config`).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Literal
+import operator
+from typing import Any, Callable, Literal
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +59,7 @@ from regfac_jax.ops import precision as ops_precision
 Preprocess = None | Literal["official"] | Callable[[jax.Array], jax.Array]
 HIGHEST = jax.lax.Precision.HIGHEST
 STRATEGIES = ("materialize", "transpose", "blocked")
+AUTO = "auto"
 PRECISIONS = ops_precision.NAMES
 
 
@@ -61,6 +67,109 @@ def _precision(name: str) -> jax.lax.Precision:
     if name not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {name!r}.")
     return PRECISIONS[name]
+
+
+def _whole(field: str, value: Any, minimum: int, none_means: str | None = None) -> int | None:
+    """``value`` as an int >= ``minimum`` (None passes where ``none_means`` explains it)."""
+    if value is None and none_means is not None:
+        return None
+    unset = f", or None for {none_means}" if none_means is not None else ""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)  # ints and numpy ints, not 2.0
+    except TypeError:
+        number = None
+    if number is None or number < minimum:
+        raise ValueError(f"JacobianOptions.{field} must be an integer >= {minimum}{unset}; got {value!r}.")
+    return number
+
+
+@dataclasses.dataclass(frozen=True)
+class JacobianOptions:
+    """How the Gram matrices are computed: one frozen object, built once and passed down.
+
+    Equal options hash equal, so the jitted kernels take the object as a static argument and a
+    second call with equal options reuses the compiled kernel (a callable ``preprocess`` compares by
+    identity: reuse the same one).
+
+    Attributes:
+      tangent_chunk: tangents per batched JVP: the memory/speed knob (under 'auto': the largest
+        chunk tried).
+      preprocess: None, 'official' or a callable ``[H, W, C] -> [H', W', C']`` (module docstring).
+      strategy: 'auto' (XLA's memory analysis picks strategy, chunk and block; :func:`plan_grams`),
+        'blocked', 'materialize' or 'transpose' (module docstring).
+      memory_budget: bytes one sample's kernel may take under 'auto' where the device reports no
+        memory limit (CPU); None: :data:`DEFAULT_BUDGET` (8 GiB). See :func:`memory_limit`.
+      block: tangent block of 'blocked', rounded up to whole chunks (None: all ``d``, i.e. the whole
+        Jacobian at once).
+      precision: 'highest' (float32 everywhere, the default) or 'default' (the backend's fast matmul
+        passes, TF32/bf16 on GPU/TPU; identical on CPU) for the Gram products and unpinned generator
+        matmuls.
+
+    Raises:
+      ValueError: a field outside its allowed values (the message names the field and what it
+        takes).
+    """
+
+    tangent_chunk: int = 64
+    preprocess: Preprocess = None
+    strategy: str = AUTO
+    memory_budget: int | None = None
+    block: int | None = None
+    precision: str = "highest"
+
+    def __post_init__(self):
+        object.__setattr__(self, "tangent_chunk", _whole("tangent_chunk", self.tangent_chunk, 1))
+        object.__setattr__(self, "block", _whole("block", self.block, 1, "all d"))
+        object.__setattr__(self, "memory_budget", _whole("memory_budget", self.memory_budget, 1,
+                                                         "the device's limit or 8 GiB"))
+        if self.strategy not in (AUTO,) + STRATEGIES:
+            raise ValueError(f"JacobianOptions.strategy must be {AUTO!r} or one of {STRATEGIES}, got "
+                             f"{self.strategy!r}.")
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
+            raise ValueError(f"JacobianOptions.precision must be one of {sorted(PRECISIONS)}, got "
+                             f"{self.precision!r}.")
+        if not (self.preprocess is None or callable(self.preprocess) or
+                (isinstance(self.preprocess, str) and self.preprocess == "official")):
+            raise ValueError("JacobianOptions.preprocess must be None, 'official' or a callable [H, W, C] -> "
+                             f"[H', W', C']; got {self.preprocess!r}.")
+
+    @classmethod
+    def from_config(cls, cfg_jacobian) -> JacobianOptions:
+        """The options of a launcher config's ``jacobian`` section (``experiments/configs``).
+
+        Reads ``tangent_chunk``, ``preprocess`` ('none' means None), ``strategy``,
+        ``memory_budget_gib`` (GiB; None: the default) and, where the section has them, ``block``
+        and ``precision``.
+
+        Args:
+          cfg_jacobian: an ``ml_collections.ConfigDict`` (or any mapping with ``get``).
+
+        Raises:
+          ValueError: a setting outside its allowed values (from :class:`JacobianOptions`).
+        """
+        kwargs = {k: cfg_jacobian[k] for k in ("tangent_chunk", "strategy", "block", "precision")
+                  if k in cfg_jacobian}  # a missing one keeps its default
+        if cfg_jacobian.get("preprocess") is not None:
+            kwargs["preprocess"] = None if cfg_jacobian["preprocess"] == "none" else cfg_jacobian["preprocess"]
+        if cfg_jacobian.get("memory_budget_gib") is not None:
+            kwargs["memory_budget"] = int(float(cfg_jacobian["memory_budget_gib"]) * 2 ** 30)
+        return cls(**kwargs)
+
+
+#: The default settings (every field at its default); the default argument of every Gram-path function.
+DEFAULT_OPTIONS = JacobianOptions()
+
+
+def check_options(options: Any) -> JacobianOptions:
+    """``options``, checked to be a :class:`JacobianOptions` (the Gram path takes no loose settings).
+
+    Raises:
+      TypeError: anything else, with the way to build one.
+    """
+    if not isinstance(options, JacobianOptions):
+        raise TypeError(f"options must be a jacobian.JacobianOptions (e.g. JacobianOptions(tangent_chunk=16, "
+                        f"strategy='blocked')); got {type(options).__name__} {options!r}.")
+    return options
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -87,8 +196,12 @@ def _apply_preprocess(image, preprocess: Preprocess):
     raise ValueError(f"preprocess must be None, 'official' or a callable; got {preprocess!r}.")
 
 
-def _as_partial(fn) -> Partial:
-    """Wraps ``fn`` so it can be passed *into* jit: a Partial's bound arrays become traced arguments."""
+def as_partial(fn: Callable) -> Partial:
+    """``fn`` as a ``jax.tree_util.Partial``, so that it can be passed *into* jit.
+
+    A Partial is a pytree: its bound arrays (a generator's weights) become traced arguments of the
+    compiled kernels instead of constants baked into them. A Partial is returned as it is.
+    """
     return fn if isinstance(fn, Partial) else Partial(fn)
 
 
@@ -167,8 +280,13 @@ def _blocked(chunk_jvp, basis, weights, chunks_per_block: int, precision):
             return 0.5 * diag
 
         def right(j):
-            later = lambda: _cross(u, chunk_jvp(basis[j]), weights, precision)  # noqa: E731
-            return jax.lax.cond(j >= (i + 1) * chunks_per_block, later, lambda: jnp.zeros((m, b, k), u.dtype))
+            def later():  # a chunk right of the diagonal block: its cross terms
+                return _cross(u, chunk_jvp(basis[j]), weights, precision)
+
+            def earlier():  # left of the diagonal: the lower triangle, filled in by symmetry
+                return jnp.zeros((m, b, k), u.dtype)
+
+            return jax.lax.cond(j >= (i + 1) * chunks_per_block, later, earlier)
 
         off = jnp.moveaxis(jax.lax.map(right, jnp.arange(n)), 0, 2).reshape(m, b, n * k)
         return jax.lax.dynamic_update_slice(off, 0.5 * diag, (0, 0, i * b))
@@ -178,41 +296,67 @@ def _blocked(chunk_jvp, basis, weights, chunks_per_block: int, precision):
     return upper + jnp.swapaxes(upper, -1, -2)
 
 
-@functools.partial(jax.jit, static_argnames=("tangent_chunk", "preprocess", "strategy", "block", "precision"))
-def weighted_grams(fn, latent, weights, tangent_chunk: int, preprocess, strategy: str, block: int | None = None,
-                   precision: str = "highest"):
+def _blocked_grams(fn, latent, weights, options: JacobianOptions):
+    """'blocked': ``[M, d, d]`` (not yet symmetric) from tangent blocks recomputed by jax.jvp."""
+    d = latent.shape[0]
+    k = max(1, min(options.tangent_chunk, d))
+    per_block = -(-min(options.block or d, d) // k)
+    basis, _ = _tangent_basis(d, k, latent.dtype, per_block)
+    chunk_jvp = _jvp_chunk(fn, latent, options.preprocess)
+    return _blocked(chunk_jvp, basis, weights, per_block, _precision(options.precision))[:, :d, :d]
+
+
+def _materialized_grams(f_jvp, latent, weights, basis, precision):
+    """'materialize': the Jacobian ``[d, P]`` from tangent chunks, one product per weight row."""
+    d = latent.shape[0]
+    jt = jax.lax.map(jax.vmap(f_jvp), basis).reshape(basis.shape[0] * basis.shape[1], -1)[:d]  # [d, P]
+    return jax.lax.map(lambda w: jnp.matmul(jt * w, jt.T, precision=precision), weights)
+
+
+def _transposed_grams(f_jvp, latent, weights, basis):
+    """'transpose': Gram columns ``J^T (w_m * J v)`` per tangent chunk, by linear transposition."""
+    d = latent.shape[0]
+    f_vjp = jax.linear_transpose(f_jvp, latent)
+
+    def pull(u):  # [P] -> [d]
+        return f_vjp(u)[0]
+
+    def chunk_columns(v):  # v [k, d] -> [M, k, d]: columns of every G_m for these tangents
+        u = jax.vmap(f_jvp)(v)  # [k, P]
+        return jax.vmap(lambda w: jax.vmap(pull)(u * w))(weights)
+
+    cols = jax.lax.map(chunk_columns, basis)  # [n_chunks, M, k, d]
+    return jnp.moveaxis(cols, 1, 0).reshape(weights.shape[0], -1, d)[:, :d]
+
+
+@functools.partial(jax.jit, static_argnames=("options",))
+def weighted_grams(fn, latent, weights, options: JacobianOptions):
     """``G_m = J^T diag(weights_m) J`` for every row of ``weights`` ``[M, P]`` -> ``[M, d, d]``.
 
-    ``strategy`` is 'materialize', 'transpose' or 'blocked' (module docstring); ``block`` is the tangent block of
-    'blocked' (rounded up to whole chunks; None: all ``d``); ``precision`` 'highest' or 'default' for the Gram
-    products and for generator matmuls that do not pin their own precision.
+    Args:
+      fn: the generator function, as a ``jax.tree_util.Partial`` (:func:`as_partial`).
+      latent: ``[d]``.
+      weights: ``[M, P]`` row weights (:func:`mask_weights`).
+      options: static; its strategy must be concrete ('materialize', 'transpose' or 'blocked'), as
+        :func:`plan_grams` resolves 'auto'. Its precision also applies to generator matmuls that do not pin
+        their own.
+
+    Returns:
+      ``[M, d, d]``, symmetric.
     """
-    prec = _precision(precision)
-    d = latent.shape[0]
-    with ops_precision.use(precision):
-        if strategy == "blocked":
-            k = max(1, min(tangent_chunk, d))
-            per_block = -(-min(block or d, d) // k)
-            basis, d_pad = _tangent_basis(d, k, latent.dtype, per_block)
-            grams = _blocked(_jvp_chunk(fn, latent, preprocess), basis, weights, per_block, prec)[:, :d, :d]
-            return 0.5 * (grams + jnp.swapaxes(grams, -1, -2))
-        _, f_jvp = _linearized(fn, latent, preprocess)
-        basis, d_pad = _tangent_basis(d, tangent_chunk, latent.dtype)
-        if strategy == "materialize":
-            jt = jax.lax.map(jax.vmap(f_jvp), basis).reshape(d_pad, -1)[:d]  # [d, P]
-            grams = jax.lax.map(lambda w: jnp.matmul(jt * w, jt.T, precision=prec), weights)
-        elif strategy == "transpose":
-            f_vjp = jax.linear_transpose(f_jvp, latent)
-            pull = lambda u: f_vjp(u)[0]  # noqa: E731  [P] -> [d]
-
-            def chunk_columns(v):  # v [k, d] -> [M, k, d]: columns of every G_m for these tangents
-                u = jax.vmap(f_jvp)(v)  # [k, P]
-                return jax.vmap(lambda w: jax.vmap(pull)(u * w))(weights)
-
-            cols = jax.lax.map(chunk_columns, basis)  # [n_chunks, M, k, d]
-            grams = jnp.moveaxis(cols, 1, 0).reshape(weights.shape[0], d_pad, d)[:, :d]
+    if check_options(options).strategy not in STRATEGIES:
+        raise ValueError(f"weighted_grams runs one concrete strategy, one of {STRATEGIES}; got "
+                         f"{options.strategy!r}. Let region_grams or plan_grams resolve 'auto'.")
+    with ops_precision.use(options.precision):
+        if options.strategy == "blocked":
+            grams = _blocked_grams(fn, latent, weights, options)
         else:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
+            _, f_jvp = _linearized(fn, latent, options.preprocess)
+            basis, _ = _tangent_basis(latent.shape[0], options.tangent_chunk, latent.dtype)
+            if options.strategy == "materialize":
+                grams = _materialized_grams(f_jvp, latent, weights, basis, _precision(options.precision))
+            else:
+                grams = _transposed_grams(f_jvp, latent, weights, basis)
     return 0.5 * (grams + jnp.swapaxes(grams, -1, -2))
 
 
@@ -231,7 +375,7 @@ def jacobian(fn, latent, *, tangent_chunk: int | None = None, preprocess: Prepro
     latent = jnp.asarray(latent)
     shape = output_shape(fn, latent, preprocess)
     chunk = latent.shape[0] if tangent_chunk is None else int(tangent_chunk)
-    rows = _jacobian_rows(_as_partial(fn), latent, chunk, preprocess)
+    rows = _jacobian_rows(as_partial(fn), latent, chunk, preprocess)
     return jnp.moveaxis(rows, 0, -1).reshape(shape + (latent.shape[0],))
 
 
@@ -247,7 +391,7 @@ def mask_weights(masks: np.ndarray, channels: int) -> np.ndarray:
 
 def choose_strategy(d: int, num_rows: int, itemsize: int, memory_budget: int) -> str:
     """Size-only rule (no compilation): 'materialize' if the Jacobian, twice, fits ``memory_budget`` bytes, else
-    'transpose'. :func:`plan_grams` is the rule ``region_grams(strategy='auto')`` uses."""
+    'transpose'. :func:`plan_grams` is the rule strategy 'auto' uses."""
     return "materialize" if 2 * d * num_rows * itemsize <= memory_budget else "transpose"
 
 
@@ -260,7 +404,7 @@ _RETRIES = 3  # configurations compiled after the guesses ruled out every one
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What ``strategy='auto'`` chose, and XLA's memory analysis of it.
+    """What strategy 'auto' chose, and XLA's memory analysis of it.
 
     Attributes:
       strategy: 'blocked', 'transpose' or 'materialize'.
@@ -345,8 +489,101 @@ def _signature(*trees) -> tuple:
     return treedef, tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x)))) for x in leaves)
 
 
-def plan_grams(fn, latent, weights, *, preprocess: Preprocess = None, memory_budget: int | None = None,
-               precision: str = "highest", max_chunk: int = 64, progress: bool = False) -> Plan:
+class _Planner:
+    """One search of :func:`plan_grams`: the configurations analysed so far, and its steps."""
+
+    def __init__(self, fn, latent, weights, options: JacobianOptions, limit: int, progress: bool):
+        self.fn, self.latent, self.weights, self.options = fn, latent, weights, options
+        self.limit, self.progress = limit, progress
+        self.rows, self.itemsize = weights.shape[1], np.dtype(latent.dtype).itemsize
+        self.candidates = _candidates(latent.shape[0], weights.shape[0], options.tangent_chunk)
+        self.failed: list[tuple[str, int, int | None, int]] = []
+        self.seen: dict[str, list[tuple[int, int, int]]] = {"blocked": [], "transpose": []}
+        forward = jax.jit(lambda f, x: _flat(f, options.preprocess)(x))
+        self.forward = forward.lower(fn, latent).compile().memory_analysis()
+
+    def held(self, block: int | None) -> int:
+        """Bytes of the tangent block 'blocked' keeps."""
+        return (block or 0) * self.rows * self.itemsize
+
+    def ruled_out(self, strategy: str, k: int, block: int | None) -> bool:
+        """Too large before compiling, or no smaller than a failed one of the same strategy."""
+        return self.held(block) + k * self.rows * self.itemsize > self.limit or any(
+            s == strategy and k >= fk and (block or 0) >= (fb or 0) for s, fk, fb, _ in self.failed)
+
+    def guess(self, strategy: str, k: int, block: int | None) -> int | None:
+        """Peak bytes guessed from the peaks seen, or first (blocked) from the forward pass."""
+        guess = _predict(self.seen[strategy], k, self.held(block))
+        if guess is None and strategy == "blocked":  # prior, fitted on StyleGAN2 config-f (module docstring)
+            fwd = self.forward
+            guess = self.held(block) + fwd.argument_size_in_bytes + (k + 6) * fwd.temp_size_in_bytes
+        return guess
+
+    def try_(self, strategy: str, k: int, block: int | None, cost: float, guess: int | None) -> Plan | None:
+        """Compiles one configuration; its Plan if XLA's analysed peak fits the limit, else None."""
+        options = dataclasses.replace(self.options, strategy=strategy, tangent_chunk=k, block=block)
+        compiled = weighted_grams.lower(self.fn, self.latent, self.weights, options).compile()
+        peak = analysed_peak(compiled)
+        self.seen[strategy].append((k, self.held(block), peak))
+        if self.progress:
+            shown = "-" if guess is None else f"{guess / 2 ** 30:.2f}"
+            print(f"plan_grams: {strategy} chunk {k} block {block}: {peak / 2 ** 30:.2f} GiB analysed (guess "
+                  f"{shown}; limit {self.limit / 2 ** 30:.2f} GiB)", flush=True)
+        if peak > self.limit:
+            self.failed.append((strategy, k, block, peak))
+            return None
+        return Plan(strategy, k, block, peak, self.limit, cost, compiled)
+
+    def first_fit(self) -> tuple[Plan | None, list]:
+        """The cheapest configuration whose guess and peak fit, and those skipped on their guess."""
+        skipped = []
+        for cost, strategy, k, block in self.candidates:
+            if self.ruled_out(strategy, k, block):
+                continue
+            guess = self.guess(strategy, k, block)
+            if guess is not None and guess > self.limit:
+                skipped.append((guess, strategy, k, block, cost))
+                continue
+            plan = self.try_(strategy, k, block, cost, guess)
+            if plan is not None:
+                return plan, skipped
+        return None, skipped
+
+    def retry_skipped(self, skipped: list) -> Plan | None:
+        """The smallest-guess configurations, compiled anyway: the guesses may be pessimistic."""
+        plan = None
+        for guess, strategy, k, block, cost in sorted(skipped, key=lambda c: c[0])[:_RETRIES]:
+            if plan is None and not self.ruled_out(strategy, k, block):
+                plan = self.try_(strategy, k, block, cost, guess)
+        return plan
+
+    def improve(self, plan: Plan) -> Plan:
+        """Up to :data:`_RETRIES` cheaper configurations that the peaks seen predict to fit."""
+        for _ in range(_RETRIES):
+            better = [(cost, strategy, k, block) for cost, strategy, k, block in self.candidates
+                      if cost < plan.relative_cost and not self.ruled_out(strategy, k, block)
+                      and (_predict(self.seen[strategy], k, self.held(block)) or self.limit + 1) <= self.limit]
+            if not better:
+                break
+            cost, strategy, k, block = better[0]
+            guess = _predict(self.seen[strategy], k, self.held(block))
+            plan = self.try_(strategy, k, block, cost, guess) or plan
+        return plan
+
+    def run(self) -> Plan:
+        plan, skipped = self.first_fit()
+        plan = plan or self.retry_skipped(skipped)
+        if plan is not None:
+            return self.improve(plan)
+        smallest = min((f[3] for f in self.failed), default=None)
+        shown = "n/a" if smallest is None else f"{smallest / 2 ** 30:.2f} GiB"
+        raise MemoryError(f"No Jacobian strategy fits {self.limit / 2 ** 30:.2f} GiB for this generator (smallest "
+                          f"analysed peak: {shown}). Use preprocess='official' (256x256x1 rows), a device with "
+                          "more memory, or a larger memory_budget.")
+
+
+def plan_grams(fn, latent, weights, options: JacobianOptions = DEFAULT_OPTIONS, *,
+               progress: bool = False) -> Plan:
     """Chooses strategy, ``tangent_chunk`` and block from XLA's compiled memory analysis (nothing is run).
 
     Configurations are tried cheapest first (see :func:`_cost`). One is compiled only when its guessed peak fits
@@ -361,80 +598,49 @@ def plan_grams(fn, latent, weights, *, preprocess: Preprocess = None, memory_bud
       fn: the generator function (a Partial whose leaves may be ``jax.ShapeDtypeStruct``).
       latent: ``[d]`` array or ShapeDtypeStruct.
       weights: ``[M, P]`` row weights (array or ShapeDtypeStruct).
-      preprocess: as in :func:`region_grams`.
-      memory_budget: bytes, used where the device reports no limit (see :func:`memory_limit`).
-      precision: 'highest' or 'default'.
-      max_chunk: the largest ``tangent_chunk`` to consider.
+      options: its ``preprocess``, ``memory_budget`` and ``precision`` are used, and its ``tangent_chunk`` as
+        the largest chunk to consider; ``strategy`` and ``block`` are what this chooses.
       progress: print each configuration tried.
+
     Raises:
       MemoryError: no configuration fits; the message gives the smallest analysed peak and what to change.
     """
-    fn = _as_partial(fn)
-    limit = memory_limit(memory_budget)
-    key = (_signature(fn, latent, weights), preprocess, limit, precision, max_chunk)
-    if key in _PLANS:
-        return _PLANS[key]
-    (m, p), d = weights.shape, latent.shape[0]
-    itemsize = np.dtype(latent.dtype).itemsize
-    failed: list[tuple[str, int, int | None, int]] = []
-    seen: dict[str, list[tuple[int, int, int]]] = {"blocked": [], "transpose": []}
-
-    def held(block):  # the tangent block 'blocked' keeps, bytes
-        return (block or 0) * p * itemsize
-
-    def ruled_out(strategy, k, block):
-        return held(block) + k * p * itemsize > limit or any(
-            s == strategy and k >= fk and (block or 0) >= (fb or 0) for s, fk, fb, _ in failed)
-
-    def try_(strategy, k, block, cost, guess):
-        compiled = weighted_grams.lower(fn, latent, weights, k, preprocess, strategy, block, precision).compile()
-        peak = analysed_peak(compiled)
-        seen[strategy].append((k, held(block), peak))
-        if progress:
-            print(f"plan_grams: {strategy} chunk {k} block {block}: {peak / 2 ** 30:.2f} GiB analysed (guess "
-                  f"{'-' if guess is None else f'{guess / 2 ** 30:.2f}'}; limit {limit / 2 ** 30:.2f} GiB)", flush=True)
-        if peak > limit:
-            failed.append((strategy, k, block, peak))
-            return None
-        return Plan(strategy, k, block, peak, limit, cost, compiled)
-
-    forward = jax.jit(lambda f, x: _flat(f, preprocess)(x)).lower(fn, latent).compile().memory_analysis()
-    plan, skipped = None, []
-    for cost, strategy, k, block in _candidates(d, m, max_chunk):
-        if ruled_out(strategy, k, block):
-            continue
-        guess = _predict(seen[strategy], k, held(block))
-        if guess is None and strategy == "blocked":  # prior, fitted on StyleGAN2 config-f (module docstring)
-            guess = held(block) + forward.argument_size_in_bytes + (k + 6) * forward.temp_size_in_bytes
-        if guess is not None and guess > limit:
-            skipped.append((guess, strategy, k, block, cost))
-            continue
-        plan = try_(strategy, k, block, cost, guess)
-        if plan is not None:
-            break
-    for guess, strategy, k, block, cost in sorted(skipped, key=lambda c: c[0])[:_RETRIES]:
-        if plan is None and not ruled_out(strategy, k, block):  # the guesses may have been pessimistic
-            plan = try_(strategy, k, block, cost, guess)
-    for _ in range(_RETRIES if plan is not None else 0):  # the peaks seen since may show a cheaper one fits
-        better = [(cost, strategy, k, block) for cost, strategy, k, block in _candidates(d, m, max_chunk)
-                  if cost < plan.relative_cost and not ruled_out(strategy, k, block)
-                  and (_predict(seen[strategy], k, held(block)) or limit + 1) <= limit]
-        if not better:
-            break
-        cost, strategy, k, block = better[0]
-        plan = try_(strategy, k, block, cost, _predict(seen[strategy], k, held(block))) or plan
-    if plan is not None:
-        _PLANS[key] = plan
-        return plan
-    smallest = min((f[3] for f in failed), default=None)
-    raise MemoryError(f"No Jacobian strategy fits {limit / 2 ** 30:.2f} GiB for this generator (smallest analysed "
-                      f"peak: {'n/a' if smallest is None else f'{smallest / 2 ** 30:.2f} GiB'}). Use "
-                      "preprocess='official' (256x256x1 rows), a device with more memory, or a larger memory_budget.")
+    fn, options = as_partial(fn), check_options(options)
+    limit = memory_limit(options.memory_budget)
+    key = (_signature(fn, latent, weights), options.preprocess, limit, options.precision, options.tangent_chunk)
+    if key not in _PLANS:
+        _PLANS[key] = _Planner(fn, latent, weights, options, limit, progress).run()
+    return _PLANS[key]
 
 
-def region_grams(fn, latents, masks, *, tangent_chunk: int = 64, per_sample: bool = False,
-                 preprocess: Preprocess = None, strategy: str = "auto", memory_budget: int | None = None,
-                 progress: bool = False, block: int | None = None, precision: str = "highest"):
+def _region_weights(fn, latents, masks, preprocess: Preprocess):
+    """Validated ``latents [N, d]``, and the row weights ``[2R, P]`` of ``masks`` at image size."""
+    latents = jnp.asarray(latents)
+    if latents.ndim == 1:
+        latents = latents[None]
+    if latents.ndim != 2 or latents.shape[0] == 0:
+        raise ValueError(f"latents must be [N, d] with N >= 1; got shape {latents.shape}.")
+    h, w, c = output_shape(fn, latents[0], preprocess)
+    m = regions.validate_masks(masks, (h, w))
+    return latents, jnp.asarray(mask_weights(m, c), latents.dtype)
+
+
+def _sample_kernel(fn: Partial, latent, weights, options: JacobianOptions, progress: bool) -> Callable:
+    """``kernel(latent, weights) -> [2R, d, d]``: the plan's under 'auto', else weighted_grams."""
+    if options.strategy == AUTO:
+        return functools.partial(plan_grams(fn, latent, weights, options, progress=progress).compiled, fn)
+    return functools.partial(weighted_grams, fn, options=options)
+
+
+def _checked(grams: jax.Array, i: int, n: int) -> jax.Array:
+    if not bool(jnp.all(jnp.isfinite(grams))):
+        raise FloatingPointError(f"Sample {i}: the Jacobian holds NaN or inf (latent {i} of {n}); check that "
+                                 "latent and the generator's weights for non-finite values.")
+    return grams
+
+
+def region_grams(fn, latents, masks, options: JacobianOptions = DEFAULT_OPTIONS, *, per_sample: bool = False,
+                 progress: bool = False):
     """Foreground and background Gram matrices of every region, from one Jacobian per sample.
 
     Args:
@@ -442,16 +648,10 @@ def region_grams(fn, latents, masks, *, tangent_chunk: int = 64, per_sample: boo
         return) keeps its weights out of the compiled program.
       latents: ``[N, d]`` (or ``[d]`` for one sample).
       masks: ``[R, H', W']`` or ``[H', W']`` at the resolution of the (preprocessed) image, values in [0, 1].
-      tangent_chunk: tangents per batched JVP: the memory/speed knob (under 'auto': the largest chunk tried).
+      options: the Jacobian settings (:class:`JacobianOptions`: chunk, preprocessing, strategy, memory budget,
+        block, precision).
       per_sample: return ``[N, R, d, d]`` instead of the mean over samples.
-      preprocess: None, 'official' or a callable (module docstring).
-      strategy: 'auto', 'blocked', 'materialize' or 'transpose' (module docstring).
-      memory_budget: bytes one sample's kernel may take under 'auto' where the device reports no memory limit
-        (CPU; default 8 GiB); see :func:`memory_limit`.
       progress: show a progress bar over samples (and the configurations 'auto' compiles).
-      block: tangent block of 'blocked' (default: all ``d``, i.e. the whole Jacobian at once).
-      precision: 'highest' (float32 everywhere, the default) or 'default' (the backend's fast matmul passes,
-        TF32/bf16 on GPU/TPU; identical on CPU) for the Gram products and unpinned generator matmuls.
 
     Returns:
       ``(A, B)``: ``[R, d, d]`` each, averaged over samples (or ``[N, R, d, d]`` with ``per_sample``).
@@ -461,41 +661,21 @@ def region_grams(fn, latents, masks, *, tangent_chunk: int = 64, per_sample: boo
       MemoryError: under 'auto', no configuration fits the memory limit.
       FloatingPointError: a sample's Jacobian holds NaN or inf (the message names the sample).
     """
-    latents = jnp.asarray(latents)
-    if latents.ndim == 1:
-        latents = latents[None]
-    if latents.ndim != 2 or latents.shape[0] == 0:
-        raise ValueError(f"latents must be [N, d] with N >= 1; got shape {latents.shape}.")
-    h, w, c = output_shape(fn, latents[0], preprocess)
-    m = regions.validate_masks(masks, (h, w))
-    weights = jnp.asarray(mask_weights(m, c), latents.dtype)
-    d, r = latents.shape[1], m.shape[0]
-    _precision(precision)
-    fn = _as_partial(fn)
-    if strategy == "auto":
-        plan = plan_grams(fn, latents[0], weights, preprocess=preprocess, memory_budget=memory_budget,
-                          precision=precision, max_chunk=int(tangent_chunk), progress=progress)
-        kernel = functools.partial(plan.compiled, fn)
-    elif strategy in STRATEGIES:
-        kernel = functools.partial(weighted_grams, fn, tangent_chunk=int(tangent_chunk), preprocess=preprocess,
-                                   strategy=strategy, block=block, precision=precision)
-    else:
-        raise ValueError(f"strategy must be 'auto' or one of {STRATEGIES}, got {strategy!r}.")
-    samples = range(latents.shape[0])
+    latents, weights = _region_weights(fn, latents, masks, check_options(options).preprocess)
+    (n, d), r = latents.shape, weights.shape[0] // 2
+    kernel = _sample_kernel(as_partial(fn), latents[0], weights, options, progress)
+    samples = range(n)
     if progress:
         from tqdm.auto import tqdm
         samples = tqdm(samples, desc="Jacobian Grams", unit="sample")
     total, per = None, []
     for i in samples:
-        g = kernel(latents[i], weights)
-        if not bool(jnp.all(jnp.isfinite(g))):
-            raise FloatingPointError(f"Sample {i}: the Jacobian holds NaN or inf (latent {i} of {latents.shape[0]}); "
-                                     "check that latent and the generator's weights for non-finite values.")
+        g = _checked(kernel(latents[i], weights), i, n)
         if per_sample:
             per.append(g)
         total = g if total is None else total + g
     if per_sample:
-        grams = jnp.stack(per).reshape(latents.shape[0], 2, r, d, d)
+        grams = jnp.stack(per).reshape(n, 2, r, d, d)
         return grams[:, 0], grams[:, 1]
-    grams = (total / latents.shape[0]).reshape(2, r, d, d)
+    grams = (total / n).reshape(2, r, d, d)
     return grams[0], grams[1]

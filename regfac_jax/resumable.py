@@ -82,6 +82,42 @@ class Progress:
     seconds: float
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckpointOptions:
+    """How :func:`run_resumable` splits its work into checkpointed blocks, saves and reports.
+
+    Attributes:
+      block_size: samples per call over the whole mesh (None: 4 per device); checkpoints fall
+        between blocks.
+      save_interval_secs: seconds between checkpoints (0: after every block); one is always written
+        at the end.
+      max_to_keep: checkpoints kept in the work directory.
+      callback: called with a :class:`Progress` after each block, on every process (None: nothing).
+
+    :class:`ResumableGramAccumulator` reads ``save_interval_secs`` and ``max_to_keep``.
+
+    Raises:
+      ValueError: ``block_size`` or ``max_to_keep`` < 1, or a negative ``save_interval_secs``.
+    """
+
+    block_size: int | None = None
+    save_interval_secs: float = 300.0
+    max_to_keep: int = 2
+    callback: Callable[[Progress], None] | None = None
+
+    def __post_init__(self):
+        if self.block_size is not None and int(self.block_size) < 1:
+            raise ValueError(f"block_size must be >= 1 (or None for 4 per device); got {self.block_size}.")
+        if self.save_interval_secs < 0:
+            raise ValueError(f"save_interval_secs must be >= 0; got {self.save_interval_secs}.")
+        if int(self.max_to_keep) < 1:
+            raise ValueError(f"max_to_keep must be >= 1; got {self.max_to_keep}.")
+
+
+#: Every checkpoint setting at its default.
+DEFAULT_CHECKPOINTS = CheckpointOptions()
+
+
 class ResumableGramAccumulator:
     """Host-side sums of Grams over samples, checkpointed to ``workdir`` by process 0.
 
@@ -92,8 +128,8 @@ class ResumableGramAccumulator:
       gram_shape: ``(2R, d, d)``.
       per_sample: also keep every sample's Grams ``[N, 2R, d, d]`` (``N * 2R * d * d`` values of ``dtype``).
       dtype: dtype of the per-sample Grams and of :meth:`mean`.
-      save_interval_secs: save at most this often from :meth:`maybe_save` (0: after every block).
-      max_to_keep: checkpoints kept.
+      checkpoints: its ``save_interval_secs`` (:meth:`maybe_save` saves at most this often; 0: every call) and
+        ``max_to_keep`` (checkpoints kept).
       description: optional description the fingerprint was made from; stored so that a refusal can name what
         differs.
       clock: seconds since an arbitrary origin (tests may replace it).
@@ -104,20 +140,17 @@ class ResumableGramAccumulator:
     """
 
     def __init__(self, workdir, fingerprint: str, *, num_samples: int, gram_shape: Sequence[int],
-                 per_sample: bool = False, dtype=np.float32, save_interval_secs: float = 300.0,
-                 max_to_keep: int = 2, description: Mapping[str, Any] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 per_sample: bool = False, dtype=np.float32, checkpoints: CheckpointOptions = DEFAULT_CHECKPOINTS,
+                 description: Mapping[str, Any] | None = None, clock: Callable[[], float] = time.monotonic):
         if int(num_samples) < 1:
             raise ValueError(f"num_samples must be >= 1; got {num_samples}.")
-        if save_interval_secs < 0:
-            raise ValueError(f"save_interval_secs must be >= 0; got {save_interval_secs}.")
         self.workdir = str(workdir)
         self.fingerprint = str(fingerprint)
         self.num_samples = int(num_samples)
         self.gram_shape = tuple(int(s) for s in gram_shape)
         self.per_sample = bool(per_sample)
         self.dtype = np.dtype(dtype)
-        self.save_interval_secs = float(save_interval_secs)
+        self.save_interval_secs = float(checkpoints.save_interval_secs)
         self._meta = {"format": FORMAT_VERSION, "fingerprint": self.fingerprint, "num_samples": self.num_samples,
                       "gram_shape": list(self.gram_shape), "per_sample": self.per_sample,
                       "dtype": self.dtype.name,
@@ -128,7 +161,7 @@ class ResumableGramAccumulator:
         self.grams = np.zeros((self.num_samples,) + self.gram_shape, self.dtype) if self.per_sample else None
         self.saved_step: int | None = None
         self.restored_step: int | None = None
-        self._mgr = self._open_manager(max_to_keep) if jax.process_index() == 0 else None
+        self._mgr = self._open_manager(int(checkpoints.max_to_keep)) if jax.process_index() == 0 else None
         self._restore()
         self._last_save = clock()
 
@@ -334,36 +367,64 @@ def preemption_notice() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-def describe_inputs(fn, latents, masks, *, per_sample: bool = False, preprocess=None,
-                    config: Mapping[str, Any] | None = None) -> dict:
+def describe_inputs(fn, latents, masks, options: jacobian.JacobianOptions = jacobian.DEFAULT_OPTIONS, *,
+                    per_sample: bool = False, config: Mapping[str, Any] | None = None) -> dict:
     """What determines the Grams of :func:`run_resumable`, for :func:`regfac_jax.io_utils.fingerprint`.
 
     Digests are computed here, once: ``generator`` is the SHA-256 of the arrays the functions share (the weights;
     about 0.15 s for 30M parameters), ``per_sample_args`` of the arrays that differ per sample (e.g. ``base_ws``).
-    ``tangent_chunk``, ``strategy``, block size and device count are left out: they change the result only by
-    round-off, so a resume may change them.
+    Of ``options`` only ``preprocess`` and a non-default ``precision`` count: ``tangent_chunk``, ``strategy``,
+    ``memory_budget``, ``block``, the block size and the device count change the result only by round-off, so a
+    resume may change them.
 
     Args:
-      fn, latents, masks, per_sample, preprocess: as in :func:`run_resumable`.
+      fn, latents, masks, options, per_sample: as in :func:`run_resumable`.
       config: the caller's other settings that determine the result (e.g. the solver's).
 
     Returns:
       A dict of strings, numbers and arrays (``latents``, ``masks`` are kept as arrays; the fingerprint hashes them).
     """
+    preprocess = jacobian.check_options(options).preprocess
     name = preprocess if preprocess is None or isinstance(preprocess, str) else \
         f"{getattr(preprocess, '__module__', '?')}.{getattr(preprocess, '__qualname__', type(preprocess).__name__)}"
     latents = np.asarray(latents)
-    _, _, shared, stacked = distributed.split_functions(fn, 1 if latents.ndim == 1 else latents.shape[0])
-    return {io_utils.WEIGHTS_KEY: io_utils.tree_digest(list(shared)), "per_sample_args": io_utils.tree_digest(stacked),
-            "latents": latents, "masks": np.asarray(masks), "preprocess": name, "per_sample": bool(per_sample),
-            "format": FORMAT_VERSION, "config": {} if config is None else config}
+    split = distributed.split_functions(fn, 1 if latents.ndim == 1 else latents.shape[0])
+    out = {io_utils.WEIGHTS_KEY: io_utils.tree_digest(list(split.shared)),
+           "per_sample_args": io_utils.tree_digest(list(split.stacked)), "latents": latents,
+           "masks": np.asarray(masks), "preprocess": name, "per_sample": bool(per_sample), "format": FORMAT_VERSION,
+           "config": {} if config is None else config}
+    if options.precision != "highest":  # only then: the fingerprints of default runs stay what they were
+        out["precision"] = options.precision
+    return out
 
 
-def run_resumable(fn, latents, masks, workdir, *, config: Mapping[str, Any] | None = None,
-                  description: Mapping[str, Any] | None = None, mesh=None, block_size: int | None = None,
-                  per_sample: bool = False, tangent_chunk: int = 64, preprocess: jacobian.Preprocess = None,
-                  strategy: str = "auto", memory_budget: int | None = None, save_interval_secs: float = 300.0,
-                  max_to_keep: int = 2, callback: Callable[[Progress], None] | None = None):
+def _compute_pending(plan: distributed.GramPlan, acc: ResumableGramAccumulator, block: int,
+                     notice: Callable[[], bool], callback: Callable[[Progress], None] | None, start: float) -> None:
+    """Computes the unfinished samples into ``acc`` block by block, saving as due and at a notice.
+
+    Raises:
+      Preempted: a notice arrived (on any host) before the last block; ``acc`` has been saved.
+    """
+    computed, pending = 0, acc.pending()
+    for lo in range(0, pending.size, block):
+        idx = pending[lo:lo + block]
+        res = plan.block(idx, per_sample=acc.per_sample)
+        acc.add(idx, res.total, res.per_sample)
+        computed += idx.size
+        preempted = notice()
+        if preempted:
+            acc.save()
+        else:
+            acc.maybe_save()
+        if callback is not None:
+            callback(Progress(acc.num_done, plan.num_samples, computed, acc.saved_step, time.monotonic() - start))
+        if preempted and not acc.finished:
+            raise Preempted(acc.num_done, plan.num_samples, acc.workdir)
+
+
+def run_resumable(fn, latents, masks, workdir, options: jacobian.JacobianOptions = jacobian.DEFAULT_OPTIONS, *,
+                  description: Mapping[str, Any] | None = None, mesh=None, per_sample: bool = False,
+                  checkpoints: CheckpointOptions = DEFAULT_CHECKPOINTS):
     """Region Grams of many samples over a device mesh, checkpointed to ``workdir`` and resumed from it.
 
     Every process of a multi-host job calls this with the same arguments (``workdir`` is only used by process 0).
@@ -374,17 +435,13 @@ def run_resumable(fn, latents, masks, workdir, *, config: Mapping[str, Any] | No
       masks: ``[R, H', W']`` or ``[H', W']``.
       workdir: checkpoint directory; re-running on it resumes. (Launchers put it inside a work directory claimed
         with :func:`regfac_jax.io_utils.claim_workdir`, which holds the lock.)
-      config: the caller's settings that determine the result, folded into the fingerprint.
-      description: :func:`describe_inputs` of these inputs, when the caller already has it (e.g. to claim the
-        work directory with the same fingerprint); computed here otherwise (``config`` is then used).
+      options: the Jacobian settings, as in ``region_grams``.
+      description: :func:`describe_inputs` of these inputs (with the caller's ``config``), whose fingerprint
+        identifies the experiment; None: ``describe_inputs(fn, latents, masks, options, per_sample=per_sample)``.
       mesh: default ``make_mesh()`` (all devices of all processes).
-      block_size: samples per call over the whole mesh (default 4 per device); checkpoints happen between
-        blocks.
       per_sample: return per-sample Grams (also kept in the checkpoints).
-      tangent_chunk, preprocess, strategy, memory_budget: as in ``region_grams``.
-      save_interval_secs: seconds between checkpoints (0: after every block); one is always written at the end.
-      max_to_keep: checkpoints kept in ``workdir``.
-      callback: called with a :class:`Progress` after each block, on every process.
+      checkpoints: block size, checkpoint interval, checkpoints kept and progress callback
+        (:class:`CheckpointOptions`).
 
     Returns:
       ``(A, B)``: ``[R, d, d]`` each, the mean over samples (or ``[N, R, d, d]`` with ``per_sample``), on every
@@ -398,36 +455,15 @@ def run_resumable(fn, latents, masks, workdir, *, config: Mapping[str, Any] | No
     """
     start = time.monotonic()
     if description is None:
-        description = describe_inputs(fn, latents, masks, per_sample=per_sample, preprocess=preprocess,
-                                      config=config)
+        description = describe_inputs(fn, latents, masks, options, per_sample=per_sample)
     fingerprint = io_utils.fingerprint(description)
     distributed.assert_hosts_agree(fingerprint, "experiment (config, generator weights, latents or masks)")
-    plan = distributed.plan_grams(fn, latents, masks, mesh=mesh, tangent_chunk=tangent_chunk,
-                                  preprocess=preprocess, strategy=strategy, memory_budget=memory_budget, pad=True)
-    block = 4 * plan.mesh.size if block_size is None else int(block_size)
-    if block < 1:
-        raise ValueError(f"block_size must be >= 1; got {block_size}.")
-    computed = 0
+    plan = distributed.plan_grams(fn, latents, masks, options, mesh=mesh, pad=True)
+    block = 4 * plan.mesh.size if checkpoints.block_size is None else int(checkpoints.block_size)
     with ResumableGramAccumulator(workdir, fingerprint, num_samples=plan.num_samples, gram_shape=plan.gram_shape,
-                                  per_sample=per_sample, dtype=plan.latents.dtype, description=description,
-                                  save_interval_secs=save_interval_secs, max_to_keep=max_to_keep) as acc, \
-            preemption_notice() as notice:
-        pending = acc.pending()
-        for lo in range(0, pending.size, block):
-            idx = pending[lo:lo + block]
-            res = plan.block(idx, per_sample=per_sample)
-            acc.add(idx, res.total, res.per_sample)
-            computed += idx.size
-            preempted = notice()
-            if preempted:
-                acc.save()
-            else:
-                acc.maybe_save()
-            if callback is not None:
-                callback(Progress(acc.num_done, plan.num_samples, computed, acc.saved_step,
-                                  time.monotonic() - start))
-            if preempted and not acc.finished:
-                raise Preempted(acc.num_done, plan.num_samples, str(workdir))
+                                  per_sample=per_sample, dtype=plan.latents.dtype, checkpoints=checkpoints,
+                                  description=description) as acc, preemption_notice() as notice:
+        _compute_pending(plan, acc, block, notice, checkpoints.callback, start)
         distributed.assert_hosts_agree(io_utils.fingerprint({"done": acc.done}), "set of finished samples")
         acc.save()
         grams = acc.per_sample_grams() if per_sample else acc.mean()

@@ -58,16 +58,18 @@ def _start(devices: int) -> None:
 
 def mode_sharded(args) -> dict:
     from regfac_jax import distributed
+    from regfac_jax.jacobian import JacobianOptions
     _start(args.devices)
     out = {}
     for n in (8, 5):  # 8 divides over 8 devices, 5 does not (padding)
         fn, lat, masks = problem(n)
-        out[f"A{n}"], out[f"B{n}"] = distributed.sharded_region_grams(fn, lat, masks, tangent_chunk=2)
+        out[f"A{n}"], out[f"B{n}"] = distributed.sharded_region_grams(fn, lat, masks,
+                                                                      JacobianOptions(tangent_chunk=2))
         out[f"A{n}_per"], out[f"B{n}_per"] = distributed.sharded_region_grams(
-            fn, lat, masks, tangent_chunk=5, per_sample=True, strategy="transpose")
+            fn, lat, masks, JacobianOptions(tangent_chunk=5, strategy="transpose"), per_sample=True)
     fn, lat, masks = problem(5)
     out["A5_fns"], out["B5_fns"] = distributed.sharded_region_grams(per_sample_functions(fn, 5), lat, masks,
-                                                                    tangent_chunk=5)
+                                                                    JacobianOptions(tangent_chunk=5))
     try:
         distributed.sharded_region_grams(fn, lat, masks, pad=False)
         out["pad_error"] = ""
@@ -79,6 +81,7 @@ def mode_sharded(args) -> dict:
 
 def mode_resumable(args) -> dict:
     from regfac_jax import resumable
+    from regfac_jax.jacobian import JacobianOptions
     _start(args.devices)
     fn, lat, masks = problem(args.samples)
     seen = []
@@ -88,9 +91,11 @@ def mode_resumable(args) -> dict:
         if args.kill_after > 0 and progress.saved_step is not None and progress.done >= args.kill_after:
             os.kill(os.getpid(), signal.SIGKILL)  # a preemption without notice, right after a checkpoint
 
-    a, b = resumable.run_resumable(fn, lat, masks, args.workdir, config={"name": "kill-test"},
-                                   block_size=args.block_size or None, save_interval_secs=0, tangent_chunk=2,
-                                   callback=callback)
+    description = resumable.describe_inputs(fn, lat, masks, config={"name": "kill-test"})
+    checkpoints = resumable.CheckpointOptions(block_size=args.block_size or None, save_interval_secs=0,
+                                              callback=callback)
+    a, b = resumable.run_resumable(fn, lat, masks, args.workdir, JacobianOptions(tangent_chunk=2),
+                                   description=description, checkpoints=checkpoints)
     return {"A": np.asarray(a), "B": np.asarray(b), "computed": np.asarray(seen[-1] if seen else 0)}
 
 
@@ -102,15 +107,18 @@ def mode_multiprocess(args) -> dict:
                                        shutdown_timeout_seconds=30)
     import jax
     from regfac_jax import resumable
+    from regfac_jax.jacobian import JacobianOptions
     out = {"process_count": jax.process_count(), "global_devices": jax.device_count()}
     fn, lat, masks = problem(args.samples)
     distributed.assert_hosts_agree(io_utils.fingerprint({"samples": args.samples}))
-    out["A"], out["B"] = distributed.sharded_region_grams(fn, lat, masks, tangent_chunk=2)
-    out["A_per"], out["B_per"] = distributed.sharded_region_grams(fn, lat, masks, tangent_chunk=2, per_sample=True)
+    out["A"], out["B"] = distributed.sharded_region_grams(fn, lat, masks, JacobianOptions(tangent_chunk=2))
+    out["A_per"], out["B_per"] = distributed.sharded_region_grams(fn, lat, masks, JacobianOptions(tangent_chunk=2),
+                                                                  per_sample=True)
     # process 1 gets its own work directory: it must stay untouched (only process 0 writes)
-    out["A_res"], out["B_res"] = resumable.run_resumable(fn, lat, masks, f"{args.workdir}_{args.process_id}",
-                                                         config={"name": "two-process"}, block_size=4,
-                                                         save_interval_secs=0, tangent_chunk=2)
+    description = resumable.describe_inputs(fn, lat, masks, config={"name": "two-process"})
+    out["A_res"], out["B_res"] = resumable.run_resumable(
+        fn, lat, masks, f"{args.workdir}_{args.process_id}", JacobianOptions(tangent_chunk=2),
+        description=description, checkpoints=resumable.CheckpointOptions(block_size=4, save_interval_secs=0))
     try:  # hosts that disagree: process 1 claims another config
         distributed.assert_hosts_agree(io_utils.fingerprint({"seed": args.process_id}))
         out["disagree_error"] = ""

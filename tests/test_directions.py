@@ -242,7 +242,8 @@ def fixture_grams(fixtures_dir):
         want = np.zeros((32, 32), np.float32)
         want[rows, cols] = 1
         np.testing.assert_array_equal(mask, want)  # our box convention is the paper's
-    A, B = jacobian.region_grams(gen.latent_fn("w", noise_mode="const"), w, masks, tangent_chunk=32)
+    A, B = jacobian.region_grams(gen.latent_fn("w", noise_mode="const"), w, masks,
+                                 jacobian.JacobianOptions(tangent_chunk=32))
     official = np.load(fixtures_dir / "stylegan2" / "jacobian.npz")["jacobian_f32"]
     return np.asarray(A), np.asarray(B), official
 

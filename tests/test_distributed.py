@@ -6,6 +6,7 @@ subprocesses and compare with the single-device ``jacobian.region_grams`` comput
 float64 on a 5-d toy generator with 8x8 images, so agreement is checked to round-off; the launcher checks run the
 float32 tiny StyleGAN2 fixture as N localhost processes on one shared work directory.
 """
+import dataclasses
 import json
 import os
 import pathlib
@@ -24,6 +25,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import dist_worker  # noqa: E402
 
 from regfac_jax import distributed, io_utils, jacobian, resumable  # noqa: E402
+from regfac_jax.jacobian import JacobianOptions  # noqa: E402
 
 WORKER = pathlib.Path(dist_worker.__file__)
 REPO = WORKER.parents[1]
@@ -47,11 +49,14 @@ def _worker(tmp_path, mode, *args, name=None, check=True):
     return (dict(np.load(out)) if out.exists() else None), proc
 
 
+CHUNK5 = JacobianOptions(tangent_chunk=5)
+
+
 def _reference(n, per_sample=False, fns=None):
     fn, lat, masks = dist_worker.problem(n)
     if fns is None:
-        return jacobian.region_grams(fn, jnp.asarray(lat), masks, tangent_chunk=5, per_sample=per_sample)
-    per = [jacobian.region_grams(f, jnp.asarray(lat[i]), masks, tangent_chunk=5) for i, f in enumerate(fns)]
+        return jacobian.region_grams(fn, jnp.asarray(lat), masks, CHUNK5, per_sample=per_sample)
+    per = [jacobian.region_grams(f, jnp.asarray(lat[i]), masks, CHUNK5) for i, f in enumerate(fns)]
     return tuple(sum(p[k] for p in per) / n for k in (0, 1))
 
 
@@ -69,12 +74,12 @@ F64_REL = 1e-13
 # ----------------------------------------------------------------------------------------------------------
 def test_single_device_matches_region_grams(x64):
     fn, lat, masks = dist_worker.problem(5)
-    A, B = distributed.sharded_region_grams(fn, lat, masks, tangent_chunk=2)
+    A, B = distributed.sharded_region_grams(fn, lat, masks, JacobianOptions(tangent_chunk=2))
     A0, B0 = _reference(5)
     assert A.shape == B.shape == (2, dist_worker.LATENT_DIM, dist_worker.LATENT_DIM) and A.dtype == jnp.float64
     _close(A, A0, F64_REL)
     _close(B, B0, F64_REL)
-    Ap, Bp = distributed.sharded_region_grams(fn, lat, masks, tangent_chunk=2, per_sample=True)
+    Ap, Bp = distributed.sharded_region_grams(fn, lat, masks, JacobianOptions(tangent_chunk=2), per_sample=True)
     A0p, B0p = _reference(5, per_sample=True)
     assert Ap.shape == (5, 2, dist_worker.LATENT_DIM, dist_worker.LATENT_DIM)
     _close(Ap, A0p, F64_REL)
@@ -85,15 +90,31 @@ def test_per_sample_functions_share_weights(x64):
     fn, lat, masks = dist_worker.problem(4)
     fns = dist_worker.per_sample_functions(fn, 4)
     plan = distributed.plan_grams(fns, lat, masks)
-    assert len(plan.shared) == len(jax.tree_util.tree_leaves(fn))  # weights placed once, not per sample
-    assert [s.shape for s in plan.stacked] == [(4, dist_worker.LATENT_DIM)]  # only the shifts travel per sample
-    A, B = distributed.sharded_region_grams(fns, lat, masks, tangent_chunk=5)
+    assert len(plan.functions.shared) == len(jax.tree_util.tree_leaves(fn))  # weights placed once, not per sample
+    stacked = plan.functions.stacked
+    assert [s.shape for s in stacked] == [(4, dist_worker.LATENT_DIM)]  # only the shifts travel per sample
+    A, B = distributed.sharded_region_grams(fns, lat, masks, JacobianOptions(tangent_chunk=5))
     A0, B0 = _reference(4, fns=fns)
     _close(A, A0, F64_REL)
     _close(B, B0, F64_REL)
     # distinct arrays with equal values (as latent_fn builds its masks per call) are shared too
     same = [jax.tree_util.Partial(dist_worker.shifted_apply, fn.args[0], np.zeros(5)) for _ in range(4)]
-    assert distributed.plan_grams(same, lat, masks).stacked == ()
+    assert distributed.plan_grams(same, lat, masks).functions.stacked == ()
+
+
+def test_equal_options_reuse_the_compiled_block_kernel(x64):
+    import chex
+    fn, lat, masks = dist_worker.problem(2)
+    chex.clear_trace_counter()
+    counted = jax.tree_util.Partial(chex.assert_max_traces(fn.func, n=2), *fn.args)
+    # n=2: plan_grams traces the generator once for its output shape, the block kernel once when it compiles.
+    plan = distributed.plan_grams(counted, lat, masks, JacobianOptions(tangent_chunk=2, strategy="materialize"))
+    plan.block([0])
+    equal = dataclasses.replace(plan, options=JacobianOptions(tangent_chunk=2, strategy="materialize"))
+    equal.block([1])  # equal options, another object: the compiled kernel is reused
+    with pytest.raises(AssertionError, match="traced > 2 times"):  # other options: a new compilation
+        dataclasses.replace(plan, options=JacobianOptions(tangent_chunk=3, strategy="materialize")).block([1])
+    chex.clear_trace_counter()
 
 
 def test_bad_input(x64):
@@ -103,7 +124,7 @@ def test_bad_input(x64):
     with pytest.raises(ValueError, match="3 per-sample functions for 2 latents|2 latents"):
         distributed.sharded_region_grams(dist_worker.per_sample_functions(fn, 3), lat[:2], masks)
     with pytest.raises(ValueError, match="strategy"):
-        distributed.sharded_region_grams(fn, lat, masks, strategy="fast")
+        distributed.sharded_region_grams(fn, lat, masks, JacobianOptions(strategy="fast"))
     bad = lat.copy()
     bad[1, 0] = np.nan
     with pytest.raises(FloatingPointError, match=r"Samples \[1\]"):
@@ -172,7 +193,7 @@ def test_two_processes_match_one_process(tmp_path, x64):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for pid, (p, log) in enumerate(zip(procs, logs)):
+    for pid, (p, log) in enumerate(zip(procs, logs, strict=True)):
         assert p.returncode == 0, f"process {pid} failed:\n{log[-4000:]}"
     outs = [dict(np.load(tmp_path / f"p{pid}.npz")) for pid in range(2)]
     A0, B0 = _reference(5)
@@ -197,9 +218,11 @@ def _steps(workdir):
 
 def test_killed_run_resumes_to_the_same_result(tmp_path, x64):
     fn, lat, masks = dist_worker.problem(7)
-    config = {"name": "kill-test"}
-    A_u, B_u = resumable.run_resumable(fn, lat, masks, tmp_path / "uninterrupted", config=config, block_size=2,
-                                       save_interval_secs=0, tangent_chunk=2)
+    description = resumable.describe_inputs(fn, lat, masks, config={"name": "kill-test"})
+    opts = JacobianOptions(tangent_chunk=2)
+    every_block = resumable.CheckpointOptions(block_size=2, save_interval_secs=0)
+    A_u, B_u = resumable.run_resumable(fn, lat, masks, tmp_path / "uninterrupted", opts, description=description,
+                                       checkpoints=every_block)
     _close(A_u, _reference(7)[0], F64_REL)
 
     # same device count (1) and block size: the resumed result is bitwise the uninterrupted one
@@ -208,8 +231,9 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, x64):
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert _steps(work)[-1] == 4  # checkpoint of the first 4 samples survived the kill
     computed = []
-    A_r, B_r = resumable.run_resumable(fn, lat, masks, work, config=config, block_size=2, save_interval_secs=0,
-                                       tangent_chunk=2, callback=lambda p: computed.append(p.computed))
+    A_r, B_r = resumable.run_resumable(
+        fn, lat, masks, work, opts, description=description,
+        checkpoints=dataclasses.replace(every_block, callback=lambda p: computed.append(p.computed)))
     assert computed[-1] == 3  # only the 3 missing samples were computed
     np.testing.assert_array_equal(np.asarray(A_r), np.asarray(A_u))
     np.testing.assert_array_equal(np.asarray(B_r), np.asarray(B_u))
@@ -226,15 +250,18 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, x64):
 
     # a finished work directory returns its result without computing anything
     computed.clear()
-    A_f, _ = resumable.run_resumable(fn, lat, masks, work, config=config, callback=computed.append)
+    A_f, _ = resumable.run_resumable(fn, lat, masks, work, description=description,
+                                     checkpoints=resumable.CheckpointOptions(callback=computed.append))
     assert computed == []
     _close(A_f, A_u, F64_REL)
 
 
 def test_sigterm_checkpoints_and_stops_a_single_process(tmp_path, x64):
     fn, lat, masks = dist_worker.problem(6)
-    kw = dict(config={"name": "sigterm"}, block_size=2, save_interval_secs=1e9, tangent_chunk=2)  # no timed saves
-    A_u, B_u = resumable.run_resumable(fn, lat, masks, tmp_path / "clean", **kw)
+    saves = resumable.CheckpointOptions(block_size=2, save_interval_secs=1e9)  # no timed saves
+    kw = dict(description=resumable.describe_inputs(fn, lat, masks, config={"name": "sigterm"}))
+    opts = JacobianOptions(tangent_chunk=2)
+    A_u, B_u = resumable.run_resumable(fn, lat, masks, tmp_path / "clean", opts, checkpoints=saves, **kw)
     work = tmp_path / "stopped"
     sent = []
 
@@ -244,10 +271,11 @@ def test_sigterm_checkpoints_and_stops_a_single_process(tmp_path, x64):
 
     previous = signal.getsignal(signal.SIGTERM)
     with pytest.raises(resumable.Preempted, match="after 4 of 6 samples"):
-        resumable.run_resumable(fn, lat, masks, work, callback=terminate_once, **kw)
+        resumable.run_resumable(fn, lat, masks, work, opts,
+                                checkpoints=dataclasses.replace(saves, callback=terminate_once), **kw)
     assert signal.getsignal(signal.SIGTERM) == previous  # the handler is only installed while running
     assert _steps(work) == [4]  # saved at the notice, although no timed save was due
-    A_r, B_r = resumable.run_resumable(fn, lat, masks, work, **kw)
+    A_r, B_r = resumable.run_resumable(fn, lat, masks, work, opts, checkpoints=saves, **kw)
     np.testing.assert_array_equal(np.asarray(A_r), np.asarray(A_u))  # same devices and blocks: bitwise
     np.testing.assert_array_equal(np.asarray(B_r), np.asarray(B_u))
 
@@ -255,20 +283,25 @@ def test_sigterm_checkpoints_and_stops_a_single_process(tmp_path, x64):
 def test_workdir_of_another_experiment_is_refused(tmp_path, x64):
     fn, lat, masks = dist_worker.problem(3)
     work = tmp_path / "exp"
-    resumable.run_resumable(fn, lat, masks, work, config={"regions": "eyes", "psi": 0.7}, save_interval_secs=0)
+    def run(fn, lat, config, **kw):
+        description = resumable.describe_inputs(fn, lat, masks, config=config)
+        return resumable.run_resumable(fn, lat, masks, work, description=description, **kw)
+
+    run(fn, lat, {"regions": "eyes", "psi": 0.7}, checkpoints=resumable.CheckpointOptions(save_interval_secs=0))
     with pytest.raises(io_utils.WorkdirConflict,
                        match=r"different settings.*description\.config\.psi: '0\.7' -> '0\.5'"):
-        resumable.run_resumable(fn, lat, masks, work, config={"regions": "eyes", "psi": 0.5})
+        run(fn, lat, {"regions": "eyes", "psi": 0.5})
     with pytest.raises(io_utils.WorkdirConflict, match=r"different settings.*description\.latents: float64\[3, 5\]"):
-        resumable.run_resumable(fn, lat + 1, masks, work, config={"regions": "eyes", "psi": 0.7})
+        run(fn, lat + 1, {"regions": "eyes", "psi": 0.7})
     fn_other, _, _ = dist_worker.problem(3, seed=5)
     with pytest.raises(io_utils.WorkdirConflict, match=r"different settings.*description\.generator: sha256"):
-        resumable.run_resumable(fn_other, lat, masks, work, config={"regions": "eyes", "psi": 0.7})
+        run(fn_other, lat, {"regions": "eyes", "psi": 0.7})
 
 
 def test_accumulator_bookkeeping(tmp_path):
     acc = resumable.ResumableGramAccumulator(tmp_path / "acc", "fp", num_samples=4, gram_shape=(2, 3, 3),
-                                             per_sample=True, save_interval_secs=0)
+                                             per_sample=True,
+                                             checkpoints=resumable.CheckpointOptions(save_interval_secs=0))
     g = np.arange(18.0, dtype=np.float32).reshape(2, 3, 3)
     acc.add([0, 2], 2 * g, np.stack([g, g]))
     with pytest.raises(ValueError, match="already finished"):
@@ -346,7 +379,8 @@ def pod_reference():
         for key, value in POD_FLAGS.items():
             cfg[key] = value
         job = pipeline.prepare(cfg)
-    per = [jacobian.region_grams(f, p, job.masks, tangent_chunk=16) for f, p in zip(job.fns, job.points)]
+    per = [jacobian.region_grams(f, p, job.masks, JacobianOptions(tangent_chunk=16))
+           for f, p in zip(job.fns, job.points, strict=True)]
     return tuple(np.mean([np.asarray(g[k]) for g in per], axis=0) for k in (0, 1))
 
 
@@ -357,7 +391,7 @@ POD_REL = 1e-5
 
 def _assert_pod_result(workdir, reference):
     grams = np.load(workdir / "grams.npz")
-    for name, want in zip("AB", reference):
+    for name, want in zip("AB", reference, strict=True):
         rel = np.abs(grams[name] - want).max() / np.abs(want).max()
         assert rel <= POD_REL, (name, rel)
     assert (workdir / "directions" / "eyes.npy").exists() and (workdir / "directions_orbax").is_dir()
@@ -419,12 +453,14 @@ def test_auto_uses_the_xla_memory_planner_beyond_small_images():
     masks = np.zeros((256, 256), np.float32)
     masks[64:128, 64:192] = 1.0
     budget = 64 << 20  # 64 MiB: the 256x256x3 Jacobian (2 x 8 x 196608 x 4 bytes = 12.6 MB) is not "small" here
-    plan = distributed.plan_grams(fn, lat, masks, memory_budget=budget)
-    want = jacobian.plan_grams(fn, jnp.asarray(lat[0]), jacobian.mask_weights(masks[None], 3), memory_budget=budget)
-    assert (plan.strategy, plan.tangent_chunk, plan.tangent_block) == (want.strategy, want.tangent_chunk, want.block)
+    plan = distributed.plan_grams(fn, lat, masks, JacobianOptions(memory_budget=budget))
+    want = jacobian.plan_grams(fn, jnp.asarray(lat[0]), jacobian.mask_weights(masks[None], 3),
+                               JacobianOptions(memory_budget=budget))
+    got = plan.options
+    assert (got.strategy, got.tangent_chunk, got.block) == (want.strategy, want.tangent_chunk, want.block)
     assert want.peak_bytes <= budget
     total = plan.block(np.arange(2)).total
-    a, b = jacobian.region_grams(fn, lat, masks, strategy="materialize")
+    a, b = jacobian.region_grams(fn, lat, masks, JacobianOptions(strategy="materialize"))
     # float32 Grams of ~5e4 rows summed in another order: ~1e-6 relative; 1e-4 is far below any wrong row weight.
     _close(np.asarray(total)[:1] / 2, a, 1e-4)
     _close(np.asarray(total)[1:] / 2, b, 1e-4)

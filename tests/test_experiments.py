@@ -9,7 +9,7 @@ import pytest
 
 from experiments import pipeline
 from experiments.configs import ffhq_stylegan2
-from regfac_jax import distributed, io_utils, jacobian, regions
+from regfac_jax import distributed, errors, io_utils, jacobian, regions
 
 
 @pytest.fixture
@@ -77,7 +77,9 @@ def test_grams_equal_the_per_sample_loop(tiny_cfg, tmp_path):
     tiny_cfg.aggregation = "mean"
     pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
     job = pipeline.prepare(tiny_cfg)
-    per = [jacobian.region_grams(fn, point, job.masks, tangent_chunk=16) for fn, point in zip(job.fns, job.points)]
+    chunk16 = jacobian.JacobianOptions(tangent_chunk=16)
+    per = [jacobian.region_grams(fn, point, job.masks, chunk16)
+           for fn, point in zip(job.fns, job.points, strict=True)]
     grams = np.load(tmp_path / "run" / "grams.npz")
     for k, name in enumerate("AB"):
         want = np.mean([np.asarray(p[k]) for p in per], axis=0)
@@ -198,6 +200,26 @@ def test_bad_input(tiny_cfg, tmp_path):
     np.save(tmp_path / "d.npy", np.ones((3, 256), np.float32))
     with pytest.raises(ValueError, match="do not fit"):
         pipeline.manipulate(tiny_cfg, tmp_path / "d.npy", tmp_path / "c", progress=False)
+
+
+@pytest.mark.parametrize("field,value", [("truncation_cutoff", -1), ("solver.tau", -1.0), ("solver.tau", -1),
+                                         ("manipulate.truncation_cutoff", -1)])
+def test_old_unset_sentinels_are_refused_before_any_work(tiny_cfg, tmp_path, field, value):
+    section, _, key = field.rpartition(".")
+    (tiny_cfg[section] if section else tiny_cfg)[key] = value
+    run = pipeline.manipulate if field.startswith("manipulate") else pipeline.find_directions
+    args = (tmp_path / "d.npy",) if run is pipeline.manipulate else ()
+    np.save(tmp_path / "d.npy", np.ones((3, 32), np.float32))
+    with pytest.raises(errors.UserError, match=rf"--config\.{field} is {value!r}.*use None"):
+        run(tiny_cfg, *args, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the work directory was claimed
+
+
+def test_bad_jacobian_setting_is_a_config_error(tiny_cfg, tmp_path):
+    tiny_cfg.jacobian.tangent_chunk = 0
+    with pytest.raises(errors.ConfigError, match=r"--config\.jacobian: JacobianOptions\.tangent_chunk must be"):
+        pipeline.find_directions(tiny_cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 # afhq_stylegan3r's smoke run differs from ffhqu_stylegan3's (the same StyleGAN3 pipeline) only by its fixture (R,
