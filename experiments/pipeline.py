@@ -65,6 +65,7 @@ FIXTURES_ENV = "REGFAC_FIXTURES"
 # Models
 # ----------------------------------------------------------------------------------------------------------
 def default_fixtures_dir() -> pathlib.Path:
+    """The reference fixtures: ``$REGFAC_FIXTURES``, else ``shared/fixtures`` beside the checkout."""
     return pathlib.Path(os.environ.get(FIXTURES_ENV, pathlib.Path(__file__).resolve().parents[1].parent /
                                        "shared" / "fixtures"))
 
@@ -510,9 +511,7 @@ def _save_orbax(path: pathlib.Path, results: dict) -> None:
     with ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=local),
                           multiprocessing_options=local) as ckptr:
         ckptr.save(tmp.resolve(), tree)
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    io_utils.replace_dir(tmp, path)
 
 
 def _plot_spectrum(path: pathlib.Path, spectra: dict) -> None:

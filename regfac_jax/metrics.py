@@ -23,7 +23,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.tree_util import Partial
+
+from regfac_jax import jacobian
 
 
 @jax.jit
@@ -31,13 +32,9 @@ def _render(fn, latents):
     return jax.vmap(fn)(latents)
 
 
-def _as_partial(fn) -> Partial:
-    return fn if isinstance(fn, Partial) else Partial(fn)
-
-
 def render(fn: Callable, latents, chunk: int = 256) -> jax.Array:
     """Images of ``latents`` ``[N, d]`` under ``fn(latent [d]) -> [H, W, C]``: ``[N, H, W, C]`` (in chunks)."""
-    fn = _as_partial(fn)
+    fn = jacobian.as_partial(fn)
     latents = jnp.asarray(latents)
     parts = [_render(fn, latents[i:i + chunk]) for i in range(0, latents.shape[0], chunk)]
     return jnp.concatenate(parts) if len(parts) > 1 else parts[0]

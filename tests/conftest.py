@@ -1,15 +1,16 @@
 """Shared test fixtures: the reference data folder and a float64 switch."""
 from __future__ import annotations
 
-import os
 import pathlib
 
 import jax
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-# The official reference fixtures live beside the checkout (CI lays them out the same way).
-FIXTURES = pathlib.Path(os.environ.get("REGFAC_FIXTURES", REPO.parent / "shared" / "fixtures"))
+from experiments import pipeline
+
+# The official reference fixtures live beside the checkout (CI lays them out the same way), or at
+# $REGFAC_FIXTURES: the launchers' 'fixture:<name>' models resolve through the same function.
+FIXTURES = pipeline.default_fixtures_dir()
 
 
 @pytest.fixture(scope="session")

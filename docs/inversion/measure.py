@@ -55,10 +55,10 @@ def demo_settings() -> dict:
 
 def resefa_directions(gen, masks):
     cfg = runner.DemoConfig()
-    w_disc = runner._sample_w(gen, cfg.seed, cfg.num_discovery, cfg.truncation_psi)
+    w_disc = runner.sample_w(gen, cfg.seed, cfg.num_discovery, cfg.truncation_psi)
     A, B = jacobian.region_grams(gen.latent_fn("w"), jnp.asarray(w_disc), masks, per_sample=True)
     A, B = np.asarray(A, np.float64).mean(0), np.asarray(B, np.float64).mean(0)
-    w_eval = runner._sample_w(gen, cfg.seed + 1, cfg.num_eval, cfg.truncation_psi)
+    w_eval = runner.sample_w(gen, cfg.seed + 1, cfg.num_eval, cfg.truncation_psi)
     return [baselines.resefa(A[r], B[r], 1)[0] for r in range(len(masks))], w_eval
 
 
@@ -68,7 +68,7 @@ def figure(gen, real, res, dirs, masks, path, rows=4, scale=4):
     cols = [real[:rows], res.images[:rows]]
     labels = ["real", "reconstruction"]
     noise = res.noise and {k: v[:rows] for k, v in res.noise.items()}
-    for name, d, m in zip(REGIONS, dirs, masks):
+    for name, d, m in zip(REGIONS, dirs, masks, strict=True):
         loc = inversion.edit_locality(gen, res.ws[:rows], d, m, noise)
         for sign in (-1, 1):
             ws = res.ws[:rows] + (sign * 2 * loc["step"] / np.sqrt(gen.num_ws))[:, None, None] * d[None, None]
@@ -114,7 +114,7 @@ def main():
     dirs, w_eval = resefa_directions(gen, masks)
     ws_eval = np.repeat(w_eval[:, None], gen.num_ws, axis=1)
     report["share"] = {}
-    for name, d, m in zip(REGIONS, dirs, masks):
+    for name, d, m in zip(REGIONS, dirs, masks, strict=True):
         row = {"generated": float(inversion.edit_locality(gen, ws_eval, d, m)["share"].mean())}
         for space, res in results.items():
             row[f"inverted_{space}"] = float(inversion.edit_locality(gen, res.ws, d, m, res.noise)["share"].mean())

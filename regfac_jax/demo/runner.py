@@ -259,7 +259,8 @@ class DemoConfig:
     seed: int = 0
 
 
-def _sample_w(gen, seed: int, num: int, psi: float) -> np.ndarray:
+def sample_w(gen, seed: int, num: int, psi: float) -> np.ndarray:
+    """``num`` w vectors ``[num, w_dim]`` of ``gen`` from the z seed ``seed``, truncated towards w_avg by ``psi``."""
     import jax
 
     z = jax.random.normal(jax.random.key(seed), (num, gen.z_dim))
@@ -441,7 +442,7 @@ def _find_directions(gen, grams: dict, masks: np.ndarray, config: DemoConfig) ->
     from regfac_jax import baselines
 
     candidates = {"sefa": baselines.sefa(gen.params, k=config.top_candidates),
-                  "ganspace": baselines.ganspace(_sample_w(gen, config.seed + 2, config.num_ganspace, 1.0),
+                  "ganspace": baselines.ganspace(sample_w(gen, config.seed + 2, config.num_ganspace, 1.0),
                                                  k=config.top_candidates)}
     jobs, all_dirs = [], {}
     for r, region in enumerate(config.regions):
@@ -517,8 +518,8 @@ def run_demo(workdir: str | os.PathLike, config: DemoConfig = DemoConfig(), gen=
     gen = load_demo_generator() if gen is None else gen
     claim = _claim(workdir, config, gen, overwrite)
     fn = gen.latent_fn("w")
-    w_disc = _sample_w(gen, config.seed, config.num_discovery, config.truncation_psi)
-    w_eval = _sample_w(gen, config.seed + 1, config.num_eval, config.truncation_psi)
+    w_disc = sample_w(gen, config.seed, config.num_discovery, config.truncation_psi)
+    w_eval = sample_w(gen, config.seed + 1, config.num_eval, config.truncation_psi)
     masks = _demo_masks(config, gen.img_resolution)
     grams = _compute_grams(fn, jnp.asarray(w_disc), masks, progress)
     all_dirs, jobs = _find_directions(gen, grams, masks, config)

@@ -2,7 +2,8 @@
 the backend's default passes (TF32/bf16 on GPU/TPU; no difference on CPU) inside :func:`use`.
 
 The value is read when a function is traced, so a jitted function keeps the precision of its trace;
-:func:`regfac_jax.jacobian.weighted_grams` makes ``precision`` a static argument for that reason.
+:func:`regfac_jax.jacobian.weighted_grams` therefore takes it in its static
+:class:`~regfac_jax.jacobian.JacobianOptions`.
 """
 from __future__ import annotations
 
