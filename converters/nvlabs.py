@@ -6,23 +6,19 @@ What a user's ``.pkl`` can hold, read from the official sources (NVlabs/stylegan
 ``legacy.py``). Every network is a ``torch_utils.persistence`` object that carries its module's source; the class
 is identified from that text (:func:`converters.torch_pickle._guess_module`), never by running it.
 
-=====================================  =========================================  ===================================
-written by                             generator class                            ``init_kwargs`` layout
-=====================================  =========================================  ===================================
-stylegan2-ada-pytorch ``train.py``     ``training.networks.Generator``            synthesis options nested under
-                                                                                  ``synthesis_kwargs``
-stylegan2-ada-pytorch ``legacy.py``    ``training.networks.Generator``            nested; every mapping and synthesis
-(TensorFlow pickle converted)                                                     option explicit
-stylegan3 ``train.py --cfg=stylegan2`` ``training.networks_stylegan2.Generator``  synthesis options FLAT at top level
-                                                                                  plus ``fused_modconv_default``;
-                                                                                  ``conv_clamp``/``num_fp16_res``
-                                                                                  only with ``--fp32`` (otherwise the
-                                                                                  class defaults 256 and 4 apply)
-stylegan3 ``legacy.py`` (TF pickle     ``training.networks_stylegan2.Generator``  flat; every option explicit
-converted: the released stylegan2-*)
-stylegan3 ``train.py --cfg=stylegan3-  ``training.networks_stylegan3.Generator``  flat (the port's StyleGAN3 config
-t`` / ``-r``                                                                      is this layout)
-=====================================  =========================================  ===================================
+The layouts, by what wrote the file (generator class; how ``init_kwargs`` is laid out):
+
+* stylegan2-ada-pytorch ``train.py``: ``training.networks.Generator``; synthesis options nested
+  under ``synthesis_kwargs``.
+* stylegan2-ada-pytorch ``legacy.py`` (a TensorFlow pickle converted): ``training.networks.Generator``;
+  nested, every mapping and synthesis option explicit.
+* stylegan3 ``train.py --cfg=stylegan2``: ``training.networks_stylegan2.Generator``; synthesis
+  options FLAT at the top level plus ``fused_modconv_default``; ``conv_clamp``/``num_fp16_res`` only
+  with ``--fp32`` (otherwise the class defaults 256 and 4 apply).
+* stylegan3 ``legacy.py`` (a TF pickle converted: the released stylegan2-*):
+  ``training.networks_stylegan2.Generator``; flat, every option explicit.
+* stylegan3 ``train.py --cfg=stylegan3-t`` / ``-r``: ``training.networks_stylegan3.Generator``;
+  flat (the port's StyleGAN3 config is this layout).
 
 A training snapshot is ``{'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'}`` (``augment_pipe`` is a
 ``training.augment.AugmentPipe`` or None, ``training_set_kwargs`` a dict or None); discriminators are

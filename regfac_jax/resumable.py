@@ -385,8 +385,10 @@ def describe_inputs(fn, latents, masks, options: jacobian.JacobianOptions = jaco
       A dict of strings, numbers and arrays (``latents``, ``masks`` are kept as arrays; the fingerprint hashes them).
     """
     preprocess = jacobian.check_options(options).preprocess
-    name = preprocess if preprocess is None or isinstance(preprocess, str) else \
-        f"{getattr(preprocess, '__module__', '?')}.{getattr(preprocess, '__qualname__', type(preprocess).__name__)}"
+    name = preprocess
+    if not (preprocess is None or isinstance(preprocess, str)):
+        qualname = getattr(preprocess, "__qualname__", type(preprocess).__name__)
+        name = f"{getattr(preprocess, '__module__', '?')}.{qualname}"
     latents = np.asarray(latents)
     split = distributed.split_functions(fn, 1 if latents.ndim == 1 else latents.shape[0])
     out = {io_utils.WEIGHTS_KEY: io_utils.tree_digest(list(split.shared)),

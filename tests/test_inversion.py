@@ -169,7 +169,10 @@ def test_psnr_and_ssim():
     np.testing.assert_allclose(inversion.ssim(x, x), 1.0, rtol=1e-12)
     y = np.clip(x + rng.normal(0, 0.2, x.shape), -1, 1)
     from scipy.ndimage import gaussian_filter  # an independent windowing: sigma 1.5 truncated to radius 5
-    blur = lambda a: gaussian_filter(a, (0, 1.5, 1.5, 0), truncate=5 / 1.5, mode="constant")[:, 5:-5, 5:-5]  # noqa
+
+    def blur(a):
+        return gaussian_filter(a, (0, 1.5, 1.5, 0), truncate=5 / 1.5, mode="constant")[:, 5:-5, 5:-5]
+
     a, b = (x.astype(np.float64) + 1) / 2, (y.astype(np.float64) + 1) / 2
     ma, mb = blur(a), blur(b)
     va, vb, cov = blur(a * a) - ma ** 2, blur(b * b) - mb ** 2, blur(a * b) - ma * mb
