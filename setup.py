@@ -1,4 +1,5 @@
 """Packaging for regfac-jax (Region-Based Semantic Factorization in GANs, in JAX/Flax)."""
+
 from setuptools import find_packages, setup
 
 setup(
@@ -8,8 +9,16 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["regfac_jax", "regfac_jax.*", "converters", "converters.*",
-                                    "experiments", "experiments.*"]),
+    packages=find_packages(
+        include=[
+            "regfac_jax",
+            "regfac_jax.*",
+            "converters",
+            "converters.*",
+            "experiments",
+            "experiments.*",
+        ]
+    ),
     package_data={"regfac_jax": ["data/*", "data/*/*"]},
     install_requires=[
         # Pinned to one generation: a future JAX/Flax release must not silently change numerics.
@@ -27,11 +36,23 @@ setup(
     ],
     extras_require={
         # torch is only ever used by tests and benchmarks, to cross-check against the official code.
-        # lpips: the LPIPS parity test (its torchvision import is replaced inside the test, see test_inversion.py).
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.15,<1", "chex>=0.1.90,<0.2", "scipy>=1.11,<2",
-                 "torch==2.13.0", "pytorch-pretrained-biggan==0.1.1", "lpips==0.1.4",
-                 # The editor's tests: its server through gradio_client, its page in Debian's headless Chromium.
-                 "gradio>=6,<7", "gradio_client>=2,<3", "selenium>=4.20,<5"],
+        # lpips: the LPIPS parity test (its torchvision import is replaced inside the test, see
+        # test_inversion.py).
+        "test": [
+            "pytest>=8,<10",
+            "pytest-xdist>=3.5,<4",
+            "ruff>=0.15,<1",
+            "chex>=0.1.90,<0.2",
+            "scipy>=1.11,<2",
+            "torch==2.13.0",
+            "pytorch-pretrained-biggan==0.1.1",
+            "lpips==0.1.4",
+            # The editor's tests: its server through gradio_client, its page in Debian's
+            # headless Chromium.
+            "gradio>=6,<7",
+            "gradio_client>=2,<3",
+            "selenium>=4.20,<5",
+        ],
         # The interactive editor (python -m experiments.app).
         "app": ["gradio>=6,<7", "gradio_client>=2,<3"],
     },

@@ -1,23 +1,29 @@
-"""BigGAN image-to-z Jacobian: ours vs the paper's PyTorch approach: ``python -m benchmarks.bench_biggan``.
+"""BigGAN image-to-z Jacobian: ours vs the paper's PyTorch approach:
+``python -m benchmarks.bench_biggan``.
 
-Three ways to get d(image [3, H, W]) / d(z [z_dim]) for one sample, on the same weights, machine and run:
+Three ways to get d(image [3, H, W]) / d(z [z_dim]) for one sample, on the same weights, machine and
+run:
 
 * ours:        ``jax.jit(jax.jacfwd(g))`` with ``g = BigGANGenerator.latent_fn('z', ...)``, timed after compiling,
-               and the library's ``regfac_jax.jacobian.jacobian(g, z, tangent_chunk=k)`` (one linearisation, then
-               ``z_dim / k`` batches of ``k`` JVPs: with small k the 64x64 self-attention map of a tangent stays in
-               cache, where ``jacfwd`` pushes all tangents through it at once);
+               and the library's ``regfac_jax.jacobian.jacobian(g, z, tangent_chunk=k)`` (one
+               linearisation, then ``z_dim / k`` batches of ``k`` JVPs: with small k the 64x64
+               self-attention map of a tangent stays in cache, where ``jacfwd`` pushes all tangents
+               through it at once);
 * paper:       ``torch.autograd.functional.jacobian(f, z)`` on the package's model (what ReSeFa's code calls): one
-               forward, then one reverse pass per output value. With ``H * W * 3`` above ``--paper_outputs`` it is
-               run on that many random outputs and extrapolated linearly to all of them
-               (forward + outputs x per-output cost, the forward timed on its own); the printout says when it did;
+               forward, then one reverse pass per output value. With ``H * W * 3`` above
+               ``--paper_outputs`` it is run on that many random outputs and extrapolated linearly
+               to all of them (forward + outputs x per-output cost, the forward timed on its own);
+               the printout says when it did;
 * torch.func:  ``torch.func.jacfwd(f)(z)`` (vectorised forward mode) on the package's model.
 
-Models: the fixture BigGAN-deep (``shared/fixtures/biggan``, 32 px) and a random-weight 128 px model with the
-released 128 px layer layout, z_dim 128, 1000 classes and a small ``--channel_width``. Needs torch and
-pytorch-pretrained-biggan. Times are medians of ``--repeats`` runs after compiling (ours) or one warm-up run
-(torch); the paper approach's subset run is timed once (it is long enough to be stable). Runs on the CPU by
-default; ``JAX_PLATFORMS`` picks JAX's device, torch stays on the CPU.
+Models: the fixture BigGAN-deep (``shared/fixtures/biggan``, 32 px) and a random-weight 128 px model
+with the released 128 px layer layout, z_dim 128, 1000 classes and a small ``--channel_width``.
+Needs torch and pytorch-pretrained-biggan. Times are medians of ``--repeats`` runs after compiling
+(ours) or one warm-up run (torch); the paper approach's subset run is timed once (it is long enough
+to be stable). Runs on the CPU by default; ``JAX_PLATFORMS`` picks JAX's device, torch stays on the
+CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,19 +41,25 @@ from converters import biggan as conv
 from regfac_jax import jacobian
 from regfac_jax.models import biggan as bg
 
-FIXTURES = pathlib.Path(os.environ.get("REGFAC_FIXTURES", pathlib.Path(__file__).resolve().parents[2] / "shared"
-                                       / "fixtures"))
+FIXTURES = pathlib.Path(
+    os.environ.get(
+        "REGFAC_FIXTURES", pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+    )
+)
 
 
 def random_package_model(cfg: dict, seed: int = 0):
-    """A random-weight ``pytorch_pretrained_biggan.BigGAN`` in eval mode with nothing trivially 0 or 1.
+    """A random-weight ``pytorch_pretrained_biggan.BigGAN`` in eval mode with nothing trivially 0 or
+    1.
 
-    Standing statistics, the final batch norm (left uninitialised by the package) and the attention gamma get
-    random values; five train-mode forwards advance the spectral-norm power iteration so u.(W v) is sensible.
+    Standing statistics, the final batch norm (left uninitialised by the package) and the attention
+    gamma get random values; five train-mode forwards advance the spectral-norm power iteration so
+    u.(W v) is sensible.
     """
-    import torch
     import pytorch_pretrained_biggan as pb
+    import torch
     from pytorch_pretrained_biggan.model import SelfAttn
+
     torch.manual_seed(seed)
     model = pb.BigGAN(pb.BigGANConfig(**cfg))
     rng = torch.Generator().manual_seed(seed)
@@ -71,8 +83,9 @@ def random_package_model(cfg: dict, seed: int = 0):
 
 
 def fixture_models():
-    import torch
     import pytorch_pretrained_biggan as pb
+    import torch
+
     d = FIXTURES / "biggan"
     cfg = json.loads((d / "config.json").read_text())
     sd = dict(np.load(d / "params.npz"))
@@ -89,8 +102,9 @@ def big_models(channel_width: int):
 
 
 def _median_time(fn, repeats: int, warm_up: bool = True, min_total_s: float = 1.0):
-    """Median seconds of at least ``repeats`` calls of ``fn`` (more, up to 50, until ``min_total_s`` has passed,
-    so that fast calls are not one noisy sample), after one untimed call if ``warm_up``; and the last value."""
+    """Median seconds of at least ``repeats`` calls of ``fn`` (more, up to 50, until ``min_total_s``
+    has passed, so that fast calls are not one noisy sample), after one untimed call if ``warm_up``;
+    and the last value."""
     if warm_up:
         fn()
     times = []
@@ -103,7 +117,8 @@ def _median_time(fn, repeats: int, warm_up: bool = True, min_total_s: float = 1.
 
 def time_ours(gen, z, c, t, repeats, tangent_chunk=None):
     """(seconds, compile seconds, Jacobian [H, W, 3, z_dim]) of ``jax.jit(jax.jacfwd(g))``, or with
-    ``tangent_chunk`` of ``regfac_jax.jacobian.jacobian`` (one linearisation, then chunks of that many JVPs)."""
+    ``tangent_chunk`` of ``regfac_jax.jacobian.jacobian`` (one linearisation, then chunks of that
+    many JVPs)."""
     g = gen.latent_fn("z", class_vector=c, truncation=t)
     z = jnp.asarray(z)
     t0 = time.perf_counter()
@@ -113,6 +128,7 @@ def time_ours(gen, z, c, t, repeats, tangent_chunk=None):
         def run():
             return jax.block_until_ready(jac(g, z))
     else:
+
         def run():
             return jax.block_until_ready(jacobian.jacobian(g, z, tangent_chunk=tangent_chunk))
 
@@ -135,12 +151,15 @@ def time_torch_func(model, z, c, t, repeats):
 
 
 def time_paper(model, z, c, t, max_outputs, repeats):
-    """The paper's approach: (seconds for the full Jacobian, extrapolated?, (output indices, their Jacobian rows)).
+    """The paper's approach: (seconds for the full Jacobian, extrapolated?, (output indices, their
+    Jacobian rows)).
 
-    Beyond ``max_outputs`` outputs it runs on the first ``max_outputs`` of a random permutation of the outputs and
-    extrapolates: full = forward + outputs * (subset time - forward) / max_outputs, the forward timed on its own.
+    Beyond ``max_outputs`` outputs it runs on the first ``max_outputs`` of a random permutation of
+    the outputs and extrapolates: full = forward + outputs * (subset time - forward) / max_outputs,
+    the forward timed on its own.
     """
     import torch
+
     with torch.no_grad():
         t_fwd, y = _median_time(lambda: model(z[None], c, t), repeats)
     n_out = int(np.prod(y.shape))
@@ -162,6 +181,7 @@ def time_paper(model, z, c, t, max_outputs, repeats):
 
 def bench(name, cfg, sd, model, args):
     import torch
+
     for p in model.parameters():
         p.requires_grad_(False)  # only z is differentiated; spares torch any parameter bookkeeping
     gen = conv.convert(sd, cfg)
@@ -172,7 +192,9 @@ def bench(name, cfg, sd, model, args):
     z, c = torch.from_numpy(z_np), torch.from_numpy(c_np[None])
 
     # torch first: once XLA's CPU thread pool has run, it competes with torch's threads for a while
-    t_paper, extrapolated, (idx, j_sub) = time_paper(model, z, c, t, args.paper_outputs, args.repeats)
+    t_paper, extrapolated, (idx, j_sub) = time_paper(
+        model, z, c, t, args.paper_outputs, args.repeats
+    )
     t_func, j_func = time_torch_func(model, z, c, t, args.repeats)
     t_ours, t_compile, j_ours = time_ours(gen, z_np, c_np, t, args.repeats)
     k = args.tangent_chunk
@@ -180,41 +202,80 @@ def bench(name, cfg, sd, model, args):
 
     scale = np.abs(j_func).max()
     j_ours_chw = j_ours.transpose(2, 0, 1, 3).reshape(-1, cfg["z_dim"])  # torch's output order
-    errs = {"func": np.abs(j_ours - j_func).max() / scale, "paper": np.abs(j_ours_chw[idx] - j_sub).max() / scale,
-            "chunk": np.abs(j_chunk - j_ours).max() / scale}
+    errs = {
+        "func": np.abs(j_ours - j_func).max() / scale,
+        "paper": np.abs(j_ours_chw[idx] - j_sub).max() / scale,
+        "chunk": np.abs(j_chunk - j_ours).max() / scale,
+    }
     h = cfg["output_dim"]
-    print(f"\n== {name}: Jacobian [{h}, {h}, 3] x z_dim {cfg['z_dim']} = {j_ours.size:,} entries, truncation {t}")
-    print(f"{'method':52s} {'seconds':>10s} {'/ jacfwd':>9s} {'/ chunked':>10s} {'max|dJ|/max|J|':>15s}")
-    rows = [(f"ours: jax.jit(jax.jacfwd) (compile {t_compile:.1f} s, excluded)", t_ours, "reference"),
-            (f"ours: jacobian.jacobian(tangent_chunk={k}) (compile {t_compile_chunk:.1f} s)", t_chunk,
-             f"{errs['chunk']:.2e}"),
-            ("paper: torch.autograd.functional.jacobian" + (" (extrap.)" if extrapolated else ""), t_paper,
-             f"{errs['paper']:.2e}"),
-            ("torch.func.jacfwd", t_func, f"{errs['func']:.2e}")]
+    print(
+        f"\n== {name}: Jacobian [{h}, {h}, 3] x z_dim {cfg['z_dim']} = {j_ours.size:,} entries, "
+        f"truncation {t}"
+    )
+    print(
+        f"{'method':52s} {'seconds':>10s} {'/ jacfwd':>9s} {'/ chunked':>10s} "
+        f"{'max|dJ|/max|J|':>15s}"
+    )
+    rows = [
+        (f"ours: jax.jit(jax.jacfwd) (compile {t_compile:.1f} s, excluded)", t_ours, "reference"),
+        (
+            f"ours: jacobian.jacobian(tangent_chunk={k}) (compile {t_compile_chunk:.1f} s)",
+            t_chunk,
+            f"{errs['chunk']:.2e}",
+        ),
+        (
+            "paper: torch.autograd.functional.jacobian" + (" (extrap.)" if extrapolated else ""),
+            t_paper,
+            f"{errs['paper']:.2e}",
+        ),
+        ("torch.func.jacfwd", t_func, f"{errs['func']:.2e}"),
+    ]
     for label, sec, err in rows:
         print(f"{label:52s} {sec:10.4f} {sec / t_ours:9.2f} {sec / t_chunk:10.2f} {err:>15s}")
     if extrapolated:
-        print(f"  (paper approach run on {args.paper_outputs} random outputs of {j_ours.size // cfg['z_dim']:,} and "
-              "extrapolated linearly in the number of outputs; its error column compares those outputs)")
-    print(f"  speed-up of jax.jacfwd: {t_paper / t_ours:.0f}x the paper's approach, {t_func / t_ours:.2f}x "
-          f"torch.func.jacfwd; of tangent_chunk={k}: {t_paper / t_chunk:.0f}x and {t_func / t_chunk:.2f}x")
+        print(
+            f"  (paper approach run on {args.paper_outputs} random outputs of "
+            f"{j_ours.size // cfg['z_dim']:,} and "
+            "extrapolated linearly in the number of outputs; its error column compares those "
+            "outputs)"
+        )
+    print(
+        f"  speed-up of jax.jacfwd: {t_paper / t_ours:.0f}x the paper's approach, "
+        f"{t_func / t_ours:.2f}x "
+        f"torch.func.jacfwd; of tangent_chunk={k}: {t_paper / t_chunk:.0f}x and "
+        f"{t_func / t_chunk:.2f}x"
+    )
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--models", default="fixture,big128", help="comma list of: fixture, big128")
-    ap.add_argument("--channel_width", type=int, default=8, help="channel width of the random 128 px model")
+    ap.add_argument(
+        "--channel_width", type=int, default=8, help="channel width of the random 128 px model"
+    )
     ap.add_argument("--truncation", type=float, default=0.4)
-    ap.add_argument("--paper_outputs", type=int, default=32,
-                    help="largest number of outputs the paper approach is run on; beyond it, extrapolate")
+    ap.add_argument(
+        "--paper_outputs",
+        type=int,
+        default=32,
+        help="largest number of outputs the paper approach is run on; beyond it, extrapolate",
+    )
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--tangent_chunk", type=int, default=1,
-                    help="JVPs per batch for regfac_jax.jacobian.jacobian (1 keeps the 64x64 attention map of one "
-                         "tangent in cache)")
+    ap.add_argument(
+        "--tangent_chunk",
+        type=int,
+        default=1,
+        help="JVPs per batch for regfac_jax.jacobian.jacobian (1 keeps the 64x64 "
+        "attention map of one "
+        "tangent in cache)",
+    )
     args = ap.parse_args()
     import torch
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} | torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads | {os.cpu_count()} CPUs")
+
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind} | torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads | {os.cpu_count()} CPUs"
+    )
     makers = {"fixture": fixture_models, "big128": lambda: big_models(args.channel_width)}
     t0 = time.perf_counter()
     for key in args.models.split(","):

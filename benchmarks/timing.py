@@ -1,4 +1,6 @@
-"""The one timing rule every benchmark uses: compile/warm up once, then the median of ``repeats`` runs."""
+"""The one timing rule every benchmark uses: compile/warm up once, then the median of ``repeats``
+runs."""
+
 from __future__ import annotations
 
 import statistics
@@ -9,7 +11,8 @@ import jax
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up call, waiting for JAX results."""
+    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up call, waiting for JAX
+    results."""
     jax.block_until_ready(fn())  # compile + warm up
     times = []
     for _ in range(repeats):

@@ -1,11 +1,14 @@
 """Converts a PyTorch checkpoint to a regfac-jax generator directory.
 
-    python -m converters --src stylegan2-ffhq-1024x1024.pkl --dst converted/sg2_ffhq [--overwrite] [--network G]
+    python -m converters --src stylegan2-ffhq-1024x1024.pkl --dst converted/sg2_ffhq [--overwrite]
+    [--network G]
 
-The source format is detected from its content (see :mod:`converters.formats`); nothing in it is executed.
-The destination (an orbax checkpoint plus generator.json) is written to a temporary directory and renamed
-into place, so it is either complete or absent. Load it with ``regfac_jax.checkpoint.load_generator(DST)``.
+The source format is detected from its content (see :mod:`converters.formats`); nothing in it is
+executed. The destination (an orbax checkpoint plus generator.json) is written to a temporary
+directory and renamed into place, so it is either complete or absent. Load it with
+``regfac_jax.checkpoint.load_generator(DST)``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,19 +33,33 @@ def _describe(gen) -> str:
         res = int(res)
     except (TypeError, NotImplementedError):
         res = gen.config.get("img_resolution", gen.config.get("output_dim"))
-    return (f"kind={gen.kind} resolution={res} params={_num_params(gen.params):,} "
-            f"buffers={_num_params(gen.buffers):,}")
+    return (
+        f"kind={gen.kind} resolution={res} params={_num_params(gen.params):,} "
+        f"buffers={_num_params(gen.buffers):,}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parses arguments, converts, writes; returns the process exit code."""
-    parser = argparse.ArgumentParser(prog="python -m converters", description=__doc__.splitlines()[0])
-    parser.add_argument("--src", required=True, type=pathlib.Path,
-                        help="checkpoint file or directory (NVlabs .pkl, Hammer .pth, state_dict + JSON, BigGAN dir)")
-    parser.add_argument("--dst", required=True, type=pathlib.Path, help="output directory (must not exist)")
+    parser = argparse.ArgumentParser(
+        prog="python -m converters", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--src",
+        required=True,
+        type=pathlib.Path,
+        help="checkpoint file or directory (NVlabs .pkl, Hammer .pth, state_dict + "
+        "JSON, BigGAN dir)",
+    )
+    parser.add_argument(
+        "--dst", required=True, type=pathlib.Path, help="output directory (must not exist)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace --dst if it exists")
-    parser.add_argument("--network", default=None,
-                        help="entry of a multi-network file to convert (NVlabs snapshot: G_ema by default, or G)")
+    parser.add_argument(
+        "--network",
+        default=None,
+        help="entry of a multi-network file to convert (NVlabs snapshot: G_ema by default, or G)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # orbax/absl stay quiet
     log.setLevel(logging.INFO)
@@ -52,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from converters import formats
     from regfac_jax import checkpoint
+
     try:
         gen = formats.load(args.src, network=args.network)
-    except (ValueError, FileNotFoundError) as err:  # format, safety and conversion errors all derive from these
+    # format, safety and conversion errors all derive from these
+    except (ValueError, FileNotFoundError) as err:
         log.error("cannot convert %s: %s", args.src, err)
         return 1
     checkpoint.save_generator(gen, args.dst, overwrite=args.overwrite)

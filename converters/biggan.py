@@ -2,14 +2,17 @@
 
 Rules (on top of ``converters.common``):
 
-* a spectrally normalised layer stores ``<name>.weight_orig``, ``<name>.weight_u`` and ``<name>.weight_v``; it
-  becomes ``<name>.weight`` = ``weight_orig / sigma`` with ``sigma = u . (W_mat @ v)`` from the stored vectors and no
-  power iteration (what torch's ``spectral_norm`` uses in eval mode), ``W_mat`` = weight reshaped to
-  ``[out, -1]``; sigma is computed in float64 and the folded weight is rounded to float32 once;
+* a spectrally normalised layer stores ``<name>.weight_orig``, ``<name>.weight_u`` and
+  ``<name>.weight_v``; it becomes ``<name>.weight`` = ``weight_orig / sigma`` with
+  ``sigma = u . (W_mat @ v)`` from the stored vectors and no power iteration (what torch's
+  ``spectral_norm`` uses in eval mode), ``W_mat`` = weight reshaped to ``[out, -1]``; sigma is
+  computed in float64 and the folded weight is rounded to float32 once;
 * conv weights ``[out, in, kh, kw]`` -> HWIO, dense weights ``[out, in]`` -> ``[in, out]``
   (the class embedding ``embeddings.weight`` ``[z_dim, num_classes]`` -> ``[num_classes, z_dim]``);
-* ``running_means`` / ``running_vars`` (``[n_stats, C]``) go to ``buffers``; everything else to ``params``.
+* ``running_means`` / ``running_vars`` (``[n_stats, C]``) go to ``buffers``; everything else to
+  ``params``.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,11 +39,15 @@ def read_config(path: str | os.PathLike) -> dict:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
     except FileNotFoundError:
-        raise ConversionError(f"BigGAN config not found at {path}; pass the package's config.json.") from None
+        raise ConversionError(
+            f"BigGAN config not found at {path}; pass the package's config.json."
+        ) from None
     except json.JSONDecodeError as err:
         raise ConversionError(f"BigGAN config {path} is not valid JSON: {err}.") from None
     if not isinstance(raw, dict):
-        raise ConversionError(f"BigGAN config {path} must hold a JSON object, got {type(raw).__name__}.")
+        raise ConversionError(
+            f"BigGAN config {path} must hold a JSON object, got {type(raw).__name__}."
+        )
     try:
         return check_config(raw)
     except ValueError as err:
@@ -48,22 +55,33 @@ def read_config(path: str | os.PathLike) -> dict:
 
 
 def spectral_sigma(weight_orig: np.ndarray, u: np.ndarray, v: np.ndarray) -> float:
-    """torch eval-mode spectral norm estimate ``u . (W_mat @ v)`` in float64 (``W_mat``: weight as ``[out, -1]``)."""
+    """torch eval-mode spectral norm estimate ``u . (W_mat @ v)`` in float64 (``W_mat``: weight as
+    ``[out, -1]``)."""
     w = np.asarray(weight_orig, np.float64).reshape(weight_orig.shape[0], -1)
     return float(np.dot(np.asarray(u, np.float64), w @ np.asarray(v, np.float64)))
 
 
 def _take_sn(sd: StrictStateDict, name: str, shape: tuple) -> np.ndarray | None:
-    """Takes ``name.weight_{orig,u,v}`` and returns the folded weight in torch layout (None if any is missing)."""
+    """Takes ``name.weight_{orig,u,v}`` and returns the folded weight in torch layout (None if any
+    is missing)."""
     fan_in = int(np.prod(shape[1:]))
     w = sd.take(f"{name}.weight_orig", shape, dtype=np.float64)
     u = sd.take(f"{name}.weight_u", (shape[0],), dtype=np.float64)
     v = sd.take(f"{name}.weight_v", (fan_in,), dtype=np.float64)
-    if w is None or u is None or v is None or w.shape != shape or u.shape != (shape[0],) or v.shape != (fan_in,):
+    if (
+        w is None
+        or u is None
+        or v is None
+        or w.shape != shape
+        or u.shape != (shape[0],)
+        or v.shape != (fan_in,)
+    ):
         return None
     sigma = spectral_sigma(w, u, v)
     if not np.isfinite(sigma) or sigma == 0.0:
-        raise ConversionError(f"{name}: spectral norm estimate u.(W v) = {sigma}; the u/v buffers are corrupt.")
+        raise ConversionError(
+            f"{name}: spectral norm estimate u.(W v) = {sigma}; the u/v buffers are corrupt."
+        )
     return (w / sigma).astype(np.float32)
 
 
@@ -107,7 +125,12 @@ def _block(b: _Builder, prefix: str, cin: int, cout: int, cond_dim: int, n_stats
 
 
 def _attention(b: _Builder, prefix: str, c: int) -> None:
-    for name, co, ci in (("theta", c // 8, c), ("phi", c // 8, c), ("g", c // 2, c), ("o_conv", c, c // 2)):
+    for name, co, ci in (
+        ("theta", c // 8, c),
+        ("phi", c // 8, c),
+        ("g", c // 2, c),
+        ("o_conv", c, c // 2),
+    ):
         b.sn_conv(f"{prefix}.snconv1x1_{name}", co, ci, 1, bias=False)
     b.plain(f"{prefix}.gamma", (1,))
 
@@ -115,20 +138,35 @@ def _attention(b: _Builder, prefix: str, c: int) -> None:
 def _check_sizes(state_dict, cfg: dict) -> None:
     """Direct messages for the config fields that most often disagree with a checkpoint."""
     problems = []
-    emb = np.shape(state_dict.get("embeddings.weight", np.zeros((cfg["z_dim"], cfg["num_classes"]))))
+    emb = np.shape(
+        state_dict.get("embeddings.weight", np.zeros((cfg["z_dim"], cfg["num_classes"])))
+    )
     if tuple(emb) != (cfg["z_dim"], cfg["num_classes"]):
-        problems.append(f"embeddings.weight is {tuple(emb)} = (z_dim, num_classes) but the config says "
-                        f"z_dim={cfg['z_dim']}, num_classes={cfg['num_classes']}")
+        problems.append(
+            f"embeddings.weight is {tuple(emb)} = (z_dim, num_classes) but the config "
+            "says "
+            f"z_dim={cfg['z_dim']}, num_classes={cfg['num_classes']}"
+        )
     gen = np.shape(state_dict.get("generator.gen_z.bias", np.zeros(256 * cfg["channel_width"])))
     if len(gen) == 1 and gen[0] != 256 * cfg["channel_width"]:
-        problems.append(f"generator.gen_z.bias has {gen[0]} entries = 4*4*16*channel_width, i.e. channel_width="
-                        f"{gen[0] / 256:g}, but the config says channel_width={cfg['channel_width']}")
+        problems.append(
+            f"generator.gen_z.bias has {gen[0]} entries = 4*4*16*channel_width, i.e. "
+            "channel_width="
+            f"{gen[0] / 256:g}, but the config says "
+            f"channel_width={cfg['channel_width']}"
+        )
     rm = np.shape(state_dict.get("generator.bn.running_means", np.zeros((cfg["n_stats"], 1))))
     if len(rm) == 2 and rm[0] != cfg["n_stats"]:
-        problems.append(f"generator.bn.running_means has {rm[0]} rows but the config says n_stats={cfg['n_stats']}")
+        problems.append(
+            f"generator.bn.running_means has {rm[0]} rows but the config says "
+            f"n_stats={cfg['n_stats']}"
+        )
     if problems:
-        raise ConversionError("BigGAN checkpoint does not match its config: " + "; ".join(problems)
-                              + ". Use the config.json shipped with these weights.")
+        raise ConversionError(
+            "BigGAN checkpoint does not match its config: "
+            + "; ".join(problems)
+            + ". Use the config.json shipped with these weights."
+        )
 
 
 def convert(state_dict, config: dict) -> BigGANGenerator:
@@ -138,7 +176,8 @@ def convert(state_dict, config: dict) -> BigGANGenerator:
       state_dict: official key -> array (numpy or anything ``np.asarray`` accepts).
       config: the package's config.json content (see :func:`read_config`).
     Raises:
-      ConversionError: an inconsistent config, or missing / unexpected / mis-shaped keys (all listed at once).
+      ConversionError: an inconsistent config, or missing / unexpected / mis-shaped keys (all listed
+        at once).
     """
     try:
         cfg = check_config(dict(config))

@@ -4,8 +4,10 @@ Layout rules (the only place they are stated; every converter applies them throu
 
 * names: an official state_dict key ``a.b.c`` becomes the nested path ``tree['a']['b']['c']``;
 * arrays are converted to numpy float32 unless a converter says otherwise; PyTorch layouts
-  (conv ``[out, in, kh, kw]``, dense ``[out, in]``) are kept unless the port's docstring states a transpose.
+  (conv ``[out, in, kh, kw]``, dense ``[out, in]``) are kept unless the port's docstring states a
+  transpose.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Mapping
@@ -23,10 +25,12 @@ class ConversionError(UserError, ValueError):
 
 
 class StrictStateDict:
-    """Wraps a flat state_dict and insists that every key is used exactly once with the expected shape.
+    """Wraps a flat state_dict and insists that every key is used exactly once with the expected
+    shape.
 
     Use ``take(key, shape)`` for each expected entry, then ``finish()``: it raises one
-    :class:`ConversionError` listing every missing key, every unexpected (unused) key and every shape mismatch.
+    :class:`ConversionError` listing every missing key, every unexpected (unused) key and every
+    shape mismatch.
     """
 
     def __init__(self, state_dict: Mapping[str, object], what: str = "checkpoint"):
@@ -52,11 +56,16 @@ class StrictStateDict:
         self._used.add(key)
         arr = np.asarray(self._sd[key])
         if shape is not None and tuple(arr.shape) != tuple(shape):
-            self._mismatch.append(f"{key}: checkpoint has {tuple(arr.shape)}, expected {tuple(shape)}")
+            self._mismatch.append(
+                f"{key}: checkpoint has {tuple(arr.shape)}, expected {tuple(shape)}"
+            )
         if arr.dtype == np.float16:
             raise ConversionError(
-                f"{self._what}: {key!r} is stored as float16; convert the checkpoint to float32 first "
-                "(e.g. the model's .float() in PyTorch) -- half-precision weights would silently lose accuracy.")
+                f"{self._what}: {key!r} is stored as float16; convert the checkpoint to float32 "
+                "first "
+                "(e.g. the model's .float() in PyTorch) -- half-precision weights would silently "
+                "lose accuracy."
+            )
         if dtype is not None:
             arr = arr.astype(dtype)
         return arr
@@ -72,9 +81,14 @@ class StrictStateDict:
         if unexpected:
             lines.append(f"  unexpected keys ({len(unexpected)}): " + ", ".join(unexpected))
         if self._mismatch:
-            lines.append(f"  shape mismatches ({len(self._mismatch)}): " + "; ".join(self._mismatch))
-        lines.append("  Check that the config (resolution, channel_base/channel_max, mapping depth, c_dim, ...) "
-                     "is the one this checkpoint was trained with.")
+            lines.append(
+                f"  shape mismatches ({len(self._mismatch)}): " + "; ".join(self._mismatch)
+            )
+        lines.append(
+            "  Check that the config (resolution, channel_base/channel_max, mapping "
+            "depth, c_dim, ...) "
+            "is the one this checkpoint was trained with."
+        )
         raise ConversionError("\n".join(lines))
 
 

@@ -1,12 +1,13 @@
 """stylegan2-ada-pytorch ``training.networks.Generator`` state_dict -> :class:`StyleGAN2Generator`.
 
-Every expected key and shape is derived from the config (the official init_kwargs), never from the checkpoint;
-each key must be used exactly once (:class:`converters.common.StrictStateDict`). Layout changes, applied through
-``converters.common`` only: convolution weights (``*.weight`` of conv0/conv1/torgb/skip) OIHW -> HWIO, dense
-weights (``*.affine.weight``, ``mapping.fc*.weight``, ``mapping.embed.weight``) [out, in] -> [in, out]; all other
-arrays keep their official layout. ``w_avg``, ``noise_const`` and ``resample_filter`` go to ``buffers``, the rest
-to ``params``.
+Every expected key and shape is derived from the config (the official init_kwargs), never from the
+checkpoint; each key must be used exactly once (:class:`converters.common.StrictStateDict`). Layout
+changes, applied through ``converters.common`` only: convolution weights (``*.weight`` of
+conv0/conv1/torgb/skip) OIHW -> HWIO, dense weights (``*.affine.weight``, ``mapping.fc*.weight``,
+``mapping.embed.weight``) [out, in] -> [in, out]; all other arrays keep their official layout.
+``w_avg``, ``noise_const`` and ``resample_filter`` go to ``buffers``, the rest to ``params``.
 """
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -33,7 +34,10 @@ def _synthesis_layer(spec: StyleGAN2Spec, prefix: str, n_in: int, n_out: int, re
     rows += _dense(f"{prefix}.affine", spec.w_dim, n_in)
     rows.append((f"{prefix}.weight", (n_out, n_in, k, k), _CONV))
     if spec.use_noise:
-        rows += [(f"{prefix}.noise_const", (res, res), _KEEP), (f"{prefix}.noise_strength", (), _KEEP)]
+        rows += [
+            (f"{prefix}.noise_const", (res, res), _KEEP),
+            (f"{prefix}.noise_strength", (), _KEEP),
+        ]
     rows.append((f"{prefix}.bias", (n_out,), _KEEP))
     return rows
 
@@ -49,23 +53,32 @@ def _block(spec: StyleGAN2Spec, res: int) -> list[tuple[str, tuple, str]]:
     rows += _synthesis_layer(spec, f"{p}.conv1", out_ch, out_ch, res, up=1)
     if spec.block_has_torgb(res):
         rows += _dense(f"{p}.torgb.affine", spec.w_dim, out_ch)
-        rows += [(f"{p}.torgb.weight", (spec.img_channels, out_ch, 1, 1), _CONV),
-                 (f"{p}.torgb.bias", (spec.img_channels,), _KEEP)]
+        rows += [
+            (f"{p}.torgb.weight", (spec.img_channels, out_ch, 1, 1), _CONV),
+            (f"{p}.torgb.bias", (spec.img_channels,), _KEEP),
+        ]
     if res > 4 and spec.architecture == "resnet":
-        rows += [(f"{p}.skip.resample_filter", spec.filter_shape, _KEEP),
-                 (f"{p}.skip.weight", (out_ch, spec.channels(res // 2), 1, 1), _CONV)]
+        rows += [
+            (f"{p}.skip.resample_filter", spec.filter_shape, _KEEP),
+            (f"{p}.skip.weight", (out_ch, spec.channels(res // 2), 1, 1), _CONV),
+        ]
     return rows
 
 
 def state_dict_layout(config: dict) -> list[tuple[str, tuple, str]]:
-    """(official key, official shape, layout rule) for every entry the official state_dict holds for ``config``."""
+    """(official key, official shape, layout rule) for every entry the official state_dict holds for
+    ``config``."""
     spec = _spec(config)
     rows = []
     for res in spec.block_resolutions:
         rows += _block(spec, res)
     if spec.c_dim > 0:
         rows += _dense("mapping.embed", spec.c_dim, spec.embed_features)
-    features = [spec.z_dim + spec.embed_features] + [spec.layer_features] * (spec.num_mapping_layers - 1) + [spec.w_dim]
+    features = (
+        [spec.z_dim + spec.embed_features]
+        + [spec.layer_features] * (spec.num_mapping_layers - 1)
+        + [spec.w_dim]
+    )
     for idx in range(spec.num_mapping_layers):
         rows += _dense(f"mapping.fc{idx}", features[idx], features[idx + 1])
     if spec.has_w_avg:
@@ -84,13 +97,15 @@ def convert(state_dict: Mapping[str, object], config: dict) -> StyleGAN2Generato
     """Converts an official StyleGAN2(-ada) generator state_dict to a :class:`StyleGAN2Generator`.
 
     Args:
-      state_dict: official key -> array (numpy or anything ``np.asarray`` accepts), float32 or float64.
-      config: the official init_kwargs (z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs,
-        synthesis_kwargs).
+      state_dict: official key -> array (numpy or anything ``np.asarray`` accepts), float32 or
+        float64.
+      config: the official init_kwargs (z_dim, c_dim, w_dim, img_resolution, img_channels,
+        mapping_kwargs, synthesis_kwargs).
     Returns:
       The generator, with float32 params and buffers.
     Raises:
-      ConversionError: invalid config, or missing / unexpected keys, shape mismatches, float16 arrays.
+      ConversionError: invalid config, or missing / unexpected keys, shape mismatches, float16
+        arrays.
     """
     rows = state_dict_layout(config)
     sd = StrictStateDict(state_dict, what="StyleGAN2 state_dict")
@@ -100,7 +115,9 @@ def convert(state_dict: Mapping[str, object], config: dict) -> StyleGAN2Generato
         if arr is None or arr.shape != tuple(shape):
             continue  # recorded by StrictStateDict; reported together by finish()
         arr = conv_weight(arr) if rule == _CONV else dense_weight(arr) if rule == _DENSE else arr
-        (buffers if key.rsplit(".", 1)[-1] in _BUFFERS else params)[key] = np.asarray(arr, np.float32)
+        (buffers if key.rsplit(".", 1)[-1] in _BUFFERS else params)[key] = np.asarray(
+            arr, np.float32
+        )
     sd.finish()
     _check_finite(params, buffers)
 
@@ -113,5 +130,8 @@ def convert(state_dict: Mapping[str, object], config: dict) -> StyleGAN2Generato
 def _check_finite(*trees: dict) -> None:
     bad = [k for tree in trees for k, v in tree.items() if not np.all(np.isfinite(v))]
     if bad:
-        raise ConversionError(f"StyleGAN2 state_dict has non-finite values (NaN/inf) in {bad}; the checkpoint is "
-                              "corrupt or was saved mid-divergence.")
+        raise ConversionError(
+            f"StyleGAN2 state_dict has non-finite values (NaN/inf) in {bad}; the "
+            "checkpoint is "
+            "corrupt or was saved mid-divergence."
+        )

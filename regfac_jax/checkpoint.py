@@ -1,4 +1,5 @@
-"""Saving and restoring converted generators: an orbax checkpoint of the arrays plus a JSON description.
+"""Saving and restoring converted generators: an orbax checkpoint of the arrays plus a JSON
+description.
 
 Layout of a generator directory::
 
@@ -6,9 +7,10 @@ Layout of a generator directory::
                           "empty_arrays": {...}}
     DIR/arrays/          orbax PyTree checkpoint of {"params": ..., "buffers": ...}
 
-Writes are atomic: everything goes to a temporary sibling directory which is renamed into place only when
-complete, so an interrupted save never leaves a half-written DIR. This module needs no torch.
+Writes are atomic: everything goes to a temporary sibling directory which is renamed into place only
+when complete, so an interrupted save never leaves a half-written DIR. This module needs no torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,9 +38,12 @@ def is_generator_dir(path: str | os.PathLike) -> bool:
 
 
 def _split_empty(tree: Any, prefix: str, empty: dict) -> Any:
-    """Copies ``tree`` as numpy arrays, moving zero-size arrays (which orbax refuses) into ``empty``."""
+    """Copies ``tree`` as numpy arrays, moving zero-size arrays (which orbax refuses) into
+    ``empty``."""
     if isinstance(tree, dict):
-        return {k: _split_empty(v, f"{prefix}.{k}" if prefix else k, empty) for k, v in tree.items()}
+        return {
+            k: _split_empty(v, f"{prefix}.{k}" if prefix else k, empty) for k, v in tree.items()
+        }
     arr = np.asarray(tree)
     if arr.size == 0:
         empty[prefix] = {"shape": list(arr.shape), "dtype": arr.dtype.str}
@@ -72,12 +77,21 @@ def save_generator(gen, directory: str | os.PathLike, overwrite: bool = False) -
 
     dest = pathlib.Path(directory).absolute()
     if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} already exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+        raise FileExistsError(
+            f"{dest} already exists; pass overwrite=True (CLI: --overwrite) to replace it."
+        )
     empty: dict = {}
-    tree = {"params": _split_empty(gen.params, "params", empty),
-            "buffers": _split_empty(gen.buffers, "buffers", empty)}
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": gen.kind, "config": gen.config,
-            "empty_arrays": empty}
+    tree = {
+        "params": _split_empty(gen.params, "params", empty),
+        "buffers": _split_empty(gen.buffers, "buffers", empty),
+    }
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": gen.kind,
+        "config": gen.config,
+        "empty_arrays": empty,
+    }
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
@@ -99,17 +113,26 @@ def load_generator(directory: str | os.PathLike):
       ValueError: it was written by an unknown format version.
     """
     import orbax.checkpoint as ocp
+
     from regfac_jax import models
 
     src = pathlib.Path(directory).absolute()
     if not is_generator_dir(src):
-        raise FileNotFoundError(f"{src} is not a regfac-jax generator directory (no {META_FILE}); create one "
-                                "with `python -m converters --src CHECKPOINT --dst DIR`.")
+        raise FileNotFoundError(
+            f"{src} is not a regfac-jax generator directory (no {META_FILE}); "
+            "create one "
+            "with `python -m converters --src CHECKPOINT --dst DIR`."
+        )
     meta = json.loads((src / META_FILE).read_text())
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{src}/{META_FILE} has format {meta.get('format')!r} version "
-                         f"{meta.get('format_version')!r}; this code reads {FORMAT!r} version {FORMAT_VERSION}.")
+        raise ValueError(
+            f"{src}/{META_FILE} has format {meta.get('format')!r} version "
+            f"{meta.get('format_version')!r}; this code reads {FORMAT!r} version "
+            f"{FORMAT_VERSION}."
+        )
     tree = ocp.PyTreeCheckpointer().restore(src / ARRAYS_DIR)
-    tree = _put_empty({"params": dict(tree.get("params", {})), "buffers": dict(tree.get("buffers", {}))},
-                      meta.get("empty_arrays", {}))
+    tree = _put_empty(
+        {"params": dict(tree.get("params", {})), "buffers": dict(tree.get("buffers", {}))},
+        meta.get("empty_arrays", {}),
+    )
     return models.build(meta["kind"], meta["config"], tree["params"], tree["buffers"])

@@ -1,28 +1,33 @@
-"""Region Grams over many devices and hosts, with JAX's own runtime (meshes, ``shard_map``, ``jax.distributed``).
+"""Region Grams over many devices and hosts, with JAX's own runtime (meshes, ``shard_map``,
+``jax.distributed``).
 
-Samples are split over a one-dimensional device mesh (:func:`make_mesh`; every device of every process). Each
-device runs :func:`regfac_jax.jacobian.weighted_grams` on its own samples one after the other (``lax.scan`` inside
-``jax.shard_map``), adds them up, and one ``psum`` gives every device the sum over all samples. Per-sample Grams stay
-sharded on the devices and are gathered to the hosts only when ``per_sample=True``. The same code runs on one CPU,
-one GPU, the 8 cores of a TPU host or a multi-host pod: only the mesh changes.
+Samples are split over a one-dimensional device mesh (:func:`make_mesh`; every device of every
+process). Each device runs :func:`regfac_jax.jacobian.weighted_grams` on its own samples one after
+the other (``lax.scan`` inside ``jax.shard_map``), adds them up, and one ``psum`` gives every device
+the sum over all samples. Per-sample Grams stay sharded on the devices and are gathered to the hosts
+only when ``per_sample=True``. The same code runs on one CPU, one GPU, the 8 cores of a TPU host or
+a multi-host pod: only the mesh changes.
 
-Uneven sample counts: ``N`` samples over ``D`` devices are padded to a multiple of ``D`` with copies of the first
-sample, and every padding sample's Grams are replaced by exact zeros before the sum (``jnp.where``, so even a
-non-finite padding result cannot leak in); the mean divides by the real ``N``. ``pad=False`` refuses instead.
+Uneven sample counts: ``N`` samples over ``D`` devices are padded to a multiple of ``D`` with copies
+of the first sample, and every padding sample's Grams are replaced by exact zeros before the sum
+(``jnp.where``, so even a non-finite padding result cannot leak in); the mean divides by the real
+``N``. ``pad=False`` refuses instead.
 
-Multi-host contract: every process calls the same functions with the same arguments (latents, masks and generator
-are small enough to be identical on every host: build them from the same seed and config). Each process hands
-only the rows of its own devices to JAX (``jax.make_array_from_callback``), and every process gets the result.
-:func:`assert_hosts_agree` checks that the hosts really run the same experiment before any work starts.
+Multi-host contract: every process calls the same functions with the same arguments (latents, masks
+and generator are small enough to be identical on every host: build them from the same seed and
+config). Each process hands only the rows of its own devices to JAX
+(``jax.make_array_from_callback``), and every process gets the result. :func:`assert_hosts_agree`
+checks that the hosts really run the same experiment before any work starts.
 
-Per-sample functions: ``fn`` may also be a sequence of ``N`` functions with the same pytree structure (for example
-``generator.latent_fn('w', layers=..., base_ws=ws[i])`` for each sample ``i``, or BigGAN's per-class functions).
-Leaves that are the same object, or hold the same values, in every function (the generator's weights) are sent to
-each device once; the other leaves (``base_ws``, class embeddings) are stacked and split over the devices with
-their samples.
+Per-sample functions: ``fn`` may also be a sequence of ``N`` functions with the same pytree
+structure (for example ``generator.latent_fn('w', layers=..., base_ws=ws[i])`` for each sample
+``i``, or BigGAN's per-class functions). Leaves that are the same object, or hold the same values,
+in every function (the generator's weights) are sent to each device once; the other leaves
+(``base_ws``, class embeddings) are stacked and split over the devices with their samples.
 
 Nothing here reads or writes files; :mod:`regfac_jax.resumable` adds checkpoints.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,15 +45,17 @@ from jax.sharding import PartitionSpec as P
 from regfac_jax import jacobian, regions
 
 SAMPLE_AXIS = "samples"
-#: Largest total size of per-sample (non-shared) function leaves before we suspect duplicated weights.
+#: Largest total size of per-sample (non-shared) function leaves before we suspect duplicated
+#: weights.
 MAX_PER_SAMPLE_BYTES = 256 << 20
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Runtime set-up
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A one-axis mesh (axis ``'samples'``) over ``devices`` (default: every device of every process).
+    """A one-axis mesh (axis ``'samples'``) over ``devices`` (default: every device of every
+    process).
 
     Args:
       devices: the devices to split samples over; None means ``jax.devices()`` (global, all hosts).
@@ -65,32 +72,47 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 _COORDINATOR = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:(\d{1,5})$")
 
 
-def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, *, cpu_collectives: str | None = "gloo",
-                           **kwargs: Any) -> None:
-    """Validated ``jax.distributed.initialize``: call it first thing, before any other JAX call, on every host.
+def initialize_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    cpu_collectives: str | None = "gloo",
+    **kwargs: Any,
+) -> None:
+    """Validated ``jax.distributed.initialize``: call it first thing, before any other JAX call, on
+    every host.
 
-    On Cloud TPU pods, SLURM and other clusters JAX finds the coordinator itself: leave all three arguments None.
-    Elsewhere (several GPU hosts, or several processes on one machine) give all three.
+    On Cloud TPU pods, SLURM and other clusters JAX finds the coordinator itself: leave all three
+    arguments None. Elsewhere (several GPU hosts, or several processes on one machine) give all
+    three.
 
     Args:
-      coordinator: ``'host:port'`` of process 0's coordination service (the same string on every host).
+      coordinator: ``'host:port'`` of process 0's coordination service (the same string on every
+        host).
       num_processes: total number of processes (>= 1).
       process_id: this process's index in ``[0, num_processes)``.
-      cpu_collectives: value for ``jax_cpu_collectives_implementation`` (CPU-only jobs need ``'gloo'`` or
-        ``'mpi'`` for cross-process collectives; it does not affect TPU or GPU collectives). None leaves it as is.
-      **kwargs: passed to ``jax.distributed.initialize`` (e.g. ``local_device_ids``, ``initialization_timeout``).
+      cpu_collectives: value for ``jax_cpu_collectives_implementation`` (CPU-only jobs need
+        ``'gloo'`` or ``'mpi'`` for cross-process collectives; it does not affect TPU or GPU
+        collectives). None leaves it as is.
+      **kwargs: passed to ``jax.distributed.initialize`` (e.g. ``local_device_ids``,
+        ``initialization_timeout``).
 
-    It does not start JAX's backends, so settings such as ``jax_num_cpu_devices`` may still follow it.
+    It does not start JAX's backends, so settings such as ``jax_num_cpu_devices`` may still follow
+    it.
 
     Raises:
-      ValueError: only some of the three arguments given, a malformed coordinator, or an out-of-range id.
+      ValueError: only some of the three arguments given, a malformed coordinator, or an
+        out-of-range id.
       RuntimeError: already initialised, or called after JAX started its backends.
     """
     manual = _manual_cluster(coordinator, num_processes, process_id)
     if jax.distributed.is_initialized():
-        raise RuntimeError("jax.distributed is already initialised in this process; call initialize_distributed "
-                           "once, at the start of the program.")
+        raise RuntimeError(
+            "jax.distributed is already initialised in this process; call "
+            "initialize_distributed "
+            "once, at the start of the program."
+        )
     if cpu_collectives is not None:
         jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     if manual:
@@ -99,7 +121,9 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
         jax.distributed.initialize(**kwargs)
 
 
-def _manual_cluster(coordinator: str | None, num_processes: int | None, process_id: int | None) -> bool:
+def _manual_cluster(
+    coordinator: str | None, num_processes: int | None, process_id: int | None
+) -> bool:
     """True when all three are given (and valid), False when none is (JAX detects the cluster).
 
     Raises:
@@ -107,26 +131,35 @@ def _manual_cluster(coordinator: str | None, num_processes: int | None, process_
     """
     given = [v is not None for v in (coordinator, num_processes, process_id)]
     if any(given) and not all(given):
-        raise ValueError("Give all of coordinator, num_processes and process_id (a manual cluster) or none of them "
-                         f"(auto-detection on TPU pods / SLURM); got coordinator={coordinator!r}, "
-                         f"num_processes={num_processes!r}, process_id={process_id!r}.")
+        raise ValueError(
+            "Give all of coordinator, num_processes and process_id (a manual cluster) "
+            "or none of them "
+            f"(auto-detection on TPU pods / SLURM); got coordinator={coordinator!r}, "
+            f"num_processes={num_processes!r}, process_id={process_id!r}."
+        )
     if not all(given):
         return False
     match = _COORDINATOR.match(str(coordinator))
     if match is None or not 0 < int(match.group(1)) < 65536:
-        raise ValueError(f"coordinator must be 'host:port' with a port in 1..65535 (e.g. '10.0.0.2:1234'); "
-                         f"got {coordinator!r}.")
+        raise ValueError(
+            "coordinator must be 'host:port' with a port in 1..65535 (e.g. "
+            "'10.0.0.2:1234'); "
+            f"got {coordinator!r}."
+        )
     if int(num_processes) < 1:
         raise ValueError(f"num_processes must be >= 1; got {num_processes}.")
     if not 0 <= int(process_id) < int(num_processes):
-        raise ValueError(f"process_id must be in [0, {num_processes}); got {process_id}. Number the hosts "
-                         f"0..{int(num_processes) - 1}, with 0 on the coordinator's host.")
+        raise ValueError(
+            f"process_id must be in [0, {num_processes}); got {process_id}. Number "
+            "the hosts "
+            f"0..{int(num_processes) - 1}, with 0 on the coordinator's host."
+        )
     return True
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Agreement between hosts, and work that process 0 alone does
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def assert_hosts_agree(fingerprint: str, what: str = "configuration") -> None:
     """Checks that every process holds the same ``fingerprint`` (all-gathered over the processes).
 
@@ -139,20 +172,25 @@ def assert_hosts_agree(fingerprint: str, what: str = "configuration") -> None:
         return
     mine = np.frombuffer(hashlib.sha256(str(fingerprint).encode()).digest(), np.int32)  # 8 words
     from jax.experimental import multihost_utils
+
     everyone = np.asarray(multihost_utils.process_allgather(mine))  # [processes, 8]
     bad = [p for p in range(everyone.shape[0]) if not np.array_equal(everyone[p], everyone[0])]
     if bad:
         tags = {p: everyone[p].tobytes().hex()[:12] for p in [0] + bad}
         raise RuntimeError(
-            f"Hosts disagree on the {what}: process(es) {bad} hold(s) a different one than process 0 (hash prefixes "
-            f"{tags}). Launch every host with the same command, flags, config file and code version.")
+            f"Hosts disagree on the {what}: process(es) {bad} hold(s) a different one than process "
+            "0 (hash prefixes "
+            f"{tags}). Launch every host with the same command, flags, config file and code "
+            "version."
+        )
 
 
 def on_primary(fn: Callable[[], Any], what: str) -> Any:
     """Runs ``fn()`` on process 0 only and tells every process whether it succeeded (a collective).
 
-    For work that touches shared state once per job (claiming the work directory, reading a checkpoint): either
-    every process goes on, or every process raises, so none waits forever in a later collective.
+    For work that touches shared state once per job (claiming the work directory, reading a
+    checkpoint): either every process goes on, or every process raises, so none waits forever in a
+    later collective.
 
     Args:
       fn: called with no arguments on process 0.
@@ -167,6 +205,7 @@ def on_primary(fn: Callable[[], Any], what: str) -> Any:
     if jax.process_count() == 1:
         return fn()
     from jax.experimental import multihost_utils
+
     result, error = None, None
     if jax.process_index() == 0:
         try:
@@ -181,9 +220,9 @@ def on_primary(fn: Callable[[], Any], what: str) -> Any:
     return result
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Placing data on the mesh
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def _replicate(x, mesh: Mesh) -> jax.Array:
     """``x`` (identical on every host) as a global array replicated over ``mesh``."""
     target = NamedSharding(mesh, P())
@@ -196,34 +235,39 @@ def _replicate(x, mesh: Mesh) -> jax.Array:
 
 
 def _shard_rows(x: np.ndarray, mesh: Mesh) -> jax.Array:
-    """Host array ``[n, ...]`` (identical on every host) split by rows over the mesh; each process supplies only
-    the rows of its own devices."""
+    """Host array ``[n, ...]`` (identical on every host) split by rows over the mesh; each process
+    supplies only the rows of its own devices."""
     sharding = NamedSharding(mesh, P(mesh.axis_names))
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
-    """A sharded global array as a full numpy array on every host (an all-gather across processes)."""
+    """A sharded global array as a full numpy array on every host (an all-gather across
+    processes)."""
     if x.is_fully_addressable:
         return np.asarray(x)
     from jax.experimental import multihost_utils
+
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Per-sample functions
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class SplitFunctions:
-    """One function, or ``N`` per-sample functions of one structure, split into shared and per-sample leaves.
+    """One function, or ``N`` per-sample functions of one structure, split into shared and
+    per-sample leaves.
 
-    A pytree whose leaves are ``shared`` and ``stacked`` (traced by jit); ``treedef`` and ``varying`` are static.
+    A pytree whose leaves are ``shared`` and ``stacked`` (traced by jit); ``treedef`` and
+    ``varying`` are static.
 
     Attributes:
       treedef: the functions' common structure (of their ``jax.tree_util.Partial`` form).
       varying: per leaf position, whether it differs between the functions.
       shared: the leaves that do not differ (the generator's weights), in leaf order.
-      stacked: the leaves that differ, each stacked over the samples ``[N, ...]`` (empty for one function).
+      stacked: the leaves that differ, each stacked over the samples ``[N, ...]`` (empty for one
+        function).
     """
 
     treedef: Any
@@ -238,8 +282,9 @@ class SplitFunctions:
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
 
-jax.tree_util.register_dataclass(SplitFunctions, data_fields=["shared", "stacked"],
-                                 meta_fields=["treedef", "varying"])
+jax.tree_util.register_dataclass(
+    SplitFunctions, data_fields=["shared", "stacked"], meta_fields=["treedef", "varying"]
+)
 
 
 def _differs(column) -> bool:
@@ -257,8 +302,12 @@ def _common_structure(fns: list) -> tuple[list, Any]:
     treedef = flat[0][1]
     for i, (_, td) in enumerate(flat):
         if td != treedef:
-            raise ValueError(f"Per-sample function {i} has a different structure than function 0 ({td} vs "
-                             f"{treedef}); build them all with the same call (e.g. latent_fn with the same space).")
+            raise ValueError(
+                f"Per-sample function {i} has a different structure than function 0 "
+                f"({td} vs "
+                f"{treedef}); build them all with the same call (e.g. latent_fn with "
+                "the same space)."
+            )
     return [leaves for leaves, _ in flat], treedef
 
 
@@ -279,28 +328,48 @@ def split_functions(fn: Callable | Sequence[Callable], n: int) -> SplitFunctions
         return SplitFunctions(treedef, (False,) * len(leaves), tuple(leaves), ())
     fns = [jacobian.as_partial(f) for f in fn]
     if len(fns) != n:
-        raise ValueError(f"Got {len(fns)} per-sample functions for {n} latents; give one function per latent, or "
-                         "a single function shared by all.")
+        raise ValueError(
+            f"Got {len(fns)} per-sample functions for {n} latents; give one function "
+            "per latent, or "
+            "a single function shared by all."
+        )
     all_leaves, treedef = _common_structure(fns)
-    columns = list(zip(*all_leaves, strict=True))  # every function has the treedef's number of leaves
+    # every function has the treedef's number of leaves
+    columns = list(zip(*all_leaves, strict=True))
     varying = tuple(_differs(col) for col in columns)
     shared = tuple(col[0] for col, v in zip(columns, varying, strict=True) if not v)
-    stacked = tuple(np.stack([np.asarray(leaf) for leaf in col])
-                    for col, v in zip(columns, varying, strict=True) if v)
+    stacked = tuple(
+        np.stack([np.asarray(leaf) for leaf in col])
+        for col, v in zip(columns, varying, strict=True)
+        if v
+    )
     size = sum(s.nbytes for s in stacked)
     if size > MAX_PER_SAMPLE_BYTES:
-        raise ValueError(f"The per-sample functions differ in {size / 2 ** 20:.0f} MiB of arrays, more than "
-                         f"{MAX_PER_SAMPLE_BYTES >> 20} MiB: the weights are probably copied per sample. Build all "
-                         "functions from one generator object so its weights are shared (the same arrays).")
+        raise ValueError(
+            f"The per-sample functions differ in {size / 2**20:.0f} MiB of arrays, "
+            "more than "
+            f"{MAX_PER_SAMPLE_BYTES >> 20} MiB: the weights are probably copied per "
+            "sample. Build all "
+            "functions from one generator object so its weights are shared (the same "
+            "arrays)."
+        )
     return SplitFunctions(treedef, varying, shared, stacked)
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The sharded kernel
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 @functools.partial(jax.jit, static_argnames=("mesh", "options", "per_sample"))
-def _block_kernel(functions: SplitFunctions, weights, latents, valid, *, mesh: Mesh,
-                  options: jacobian.JacobianOptions, per_sample: bool):
+def _block_kernel(
+    functions: SplitFunctions,
+    weights,
+    latents,
+    valid,
+    *,
+    mesh: Mesh,
+    options: jacobian.JacobianOptions,
+    per_sample: bool,
+):
     """Sum of ``weighted_grams`` over the valid rows of ``latents`` (sharded over ``mesh``, as are
     the rows of ``functions.stacked``), plus per-row finite flags and, with ``per_sample``, the
     per-row Grams (still sharded)."""
@@ -321,10 +390,16 @@ def _block_kernel(functions: SplitFunctions, weights, latents, valid, *, mesh: M
         return (jax.lax.psum(total, axes),) + ys
 
     out_specs = (P(), P(axes), P(axes)) if per_sample else (P(), P(axes))
-    # check_vma=False: weighted_grams pairs device-varying latents with replicated tangent bases, which the
-    # varying-manual-axes type check would reject although the computation is purely per device.
-    run = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axes), P(), P(axes), P(axes)), out_specs=out_specs,
-                        check_vma=False)
+    # check_vma=False: weighted_grams pairs device-varying latents with replicated tangent bases,
+    # which the varying-manual-axes type check would reject although the computation is purely per
+    # device.
+    run = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(), P(axes), P(), P(axes), P(axes)),
+        out_specs=out_specs,
+        check_vma=False,
+    )
     return run(functions.shared, functions.stacked, weights, latents, valid)
 
 
@@ -333,7 +408,8 @@ class BlockResult:
     """Grams of one block of samples, on the host.
 
     Attributes:
-      total: ``[2R, d, d]`` sum over the block's samples (foreground rows first, then background rows).
+      total: ``[2R, d, d]`` sum over the block's samples (foreground rows first, then background
+        rows).
       per_sample: ``[n, 2R, d, d]`` or None.
     """
 
@@ -381,32 +457,52 @@ class GramPlan:
         n, n_dev = idx.size, self.mesh.size
         n_pad = -(-n // n_dev) * n_dev
         if n_pad != n and not self.pad:
-            raise ValueError(f"{n} samples do not divide over {n_dev} devices. Use a multiple of {n_dev} samples "
-                             f"(e.g. {n_pad}), or pad=True, which adds {n_pad - n} padding samples whose Grams are "
-                             "masked out exactly (at the cost of their compute).")
+            raise ValueError(
+                f"{n} samples do not divide over {n_dev} devices. Use a multiple of "
+                f"{n_dev} samples "
+                f"(e.g. {n_pad}), or pad=True, which adds {n_pad - n} padding samples "
+                "whose Grams are "
+                "masked out exactly (at the cost of their compute)."
+            )
         return np.concatenate([idx, np.full(n_pad - n, idx[0])])
 
     def block(self, indices, per_sample: bool = False) -> BlockResult:
-        """Grams of the samples ``indices`` (sample numbers in ``[0, N)``), summed, and per sample if asked.
+        """Grams of the samples ``indices`` (sample numbers in ``[0, N)``), summed, and per sample
+        if asked.
 
         Raises:
-          ValueError: empty or out-of-range indices, or ``pad=False`` with a count that does not divide.
+          ValueError: empty or out-of-range indices, or ``pad=False`` with a count that does not
+            divide.
           FloatingPointError: naming the samples whose Grams are not finite.
         """
         idx = np.asarray(indices, np.int64).reshape(-1)
         if idx.size == 0 or idx.min() < 0 or idx.max() >= self.num_samples:
-            raise ValueError(f"Sample indices must be a non-empty subset of [0, {self.num_samples}); got {idx}.")
+            raise ValueError(
+                f"Sample indices must be a non-empty subset of [0, {self.num_samples}); got {idx}."
+            )
         n, rows = idx.size, self._rows(idx)
         functions = dataclasses.replace(
-            self.functions, stacked=tuple(_shard_rows(s[rows], self.mesh) for s in self.functions.stacked))
-        outs = _block_kernel(functions, self.weights, _shard_rows(self.latents[rows], self.mesh),
-                             _shard_rows(np.arange(rows.size) < n, self.mesh), mesh=self.mesh,
-                             options=self.options, per_sample=per_sample)
+            self.functions,
+            stacked=tuple(_shard_rows(s[rows], self.mesh) for s in self.functions.stacked),
+        )
+        outs = _block_kernel(
+            functions,
+            self.weights,
+            _shard_rows(self.latents[rows], self.mesh),
+            _shard_rows(np.arange(rows.size) < n, self.mesh),
+            mesh=self.mesh,
+            options=self.options,
+            per_sample=per_sample,
+        )
         ok = _to_host(outs[1])[:n]
         if not ok.all():
             bad = idx[~ok].tolist()
-            raise FloatingPointError(f"Samples {bad} (of {self.num_samples}): the Jacobian holds NaN or inf; check "
-                                     "those latents and the generator's weights for non-finite values.")
+            raise FloatingPointError(
+                f"Samples {bad} (of {self.num_samples}): the Jacobian holds "
+                "NaN or inf; check "
+                "those latents and the generator's weights for non-finite "
+                "values."
+            )
         total = np.asarray(outs[0].addressable_data(0))
         per = _to_host(outs[2])[:n] if per_sample else None
         return BlockResult(total, per)
@@ -422,10 +518,17 @@ def _host_latents(latents) -> np.ndarray:
     return np.ascontiguousarray(lat, dtype=jnp.asarray(lat[:1]).dtype)
 
 
-def plan_grams(fn, latents, masks, options: jacobian.JacobianOptions = jacobian.DEFAULT_OPTIONS, *,
-               mesh: Mesh | None = None, pad: bool = True) -> GramPlan:
-    """Validates the inputs once, resolves strategy 'auto', and places the generator and region weights on every
-    device.
+def plan_grams(
+    fn,
+    latents,
+    masks,
+    options: jacobian.JacobianOptions = jacobian.DEFAULT_OPTIONS,
+    *,
+    mesh: Mesh | None = None,
+    pad: bool = True,
+) -> GramPlan:
+    """Validates the inputs once, resolves strategy 'auto', and places the generator and region
+    weights on every device.
 
     Args: as :func:`sharded_region_grams`.
 
@@ -442,17 +545,26 @@ def plan_grams(fn, latents, masks, options: jacobian.JacobianOptions = jacobian.
     if options.strategy == jacobian.AUTO:
         options = _auto_strategy(probe, lat[0], host_weights, options)
     shared = tuple(_replicate(x, mesh) for x in functions.shared)
-    return GramPlan(mesh=mesh, latents=lat, weights=_replicate(host_weights, mesh),
-                    functions=dataclasses.replace(functions, shared=shared), num_regions=m.shape[0],
-                    options=options, pad=bool(pad))
+    return GramPlan(
+        mesh=mesh,
+        latents=lat,
+        weights=_replicate(host_weights, mesh),
+        functions=dataclasses.replace(functions, shared=shared),
+        num_regions=m.shape[0],
+        options=options,
+        pad=bool(pad),
+    )
 
 
-# Below this share of the memory budget the Jacobian is materialised without asking XLA: planning compiles the
-# per-sample kernel once more, which costs more than it saves on small images (the fixtures, the demo model).
+# Below this share of the memory budget the Jacobian is materialised without asking XLA: planning
+# compiles the per-sample kernel once more, which costs more than it saves on small images (the
+# fixtures, the demo model).
 _SMALL_SHARE = 1 / 64
 
 
-def _auto_strategy(fn, latent, weights, options: jacobian.JacobianOptions) -> jacobian.JacobianOptions:
+def _auto_strategy(
+    fn, latent, weights, options: jacobian.JacobianOptions
+) -> jacobian.JacobianOptions:
     """``options`` with the strategy, chunk and block of one sample's kernel:
     :func:`jacobian.plan_grams` (XLA's memory analysis against the device limit) unless the Jacobian
     is tiny next to the budget."""
@@ -461,36 +573,49 @@ def _auto_strategy(fn, latent, weights, options: jacobian.JacobianOptions) -> ja
     if 2 * d * rows * weights.dtype.itemsize <= _SMALL_SHARE * limit:
         return dataclasses.replace(options, strategy="materialize", block=None)
     plan = jacobian.plan_grams(fn, latent, weights, options)
-    return dataclasses.replace(options, strategy=plan.strategy, tangent_chunk=plan.tangent_chunk, block=plan.block)
+    return dataclasses.replace(
+        options, strategy=plan.strategy, tangent_chunk=plan.tangent_chunk, block=plan.block
+    )
 
 
 def split_grams(grams: np.ndarray, num_regions: int) -> tuple[jax.Array, jax.Array]:
-    """``[..., 2R, d, d]`` (foreground rows then background rows) -> ``(A, B)``, each ``[..., R, d, d]``."""
+    """``[..., 2R, d, d]`` (foreground rows then background rows) -> ``(A, B)``, each
+    ``[..., R, d, d]``."""
     g = jnp.asarray(grams)
     return g[..., :num_regions, :, :], g[..., num_regions:, :, :]
 
 
-def sharded_region_grams(fn: Callable | Sequence[Callable], latents, masks,
-                         options: jacobian.JacobianOptions = jacobian.DEFAULT_OPTIONS, *,
-                         mesh: Mesh | None = None, per_sample: bool = False, pad: bool = True):
+def sharded_region_grams(
+    fn: Callable | Sequence[Callable],
+    latents,
+    masks,
+    options: jacobian.JacobianOptions = jacobian.DEFAULT_OPTIONS,
+    *,
+    mesh: Mesh | None = None,
+    per_sample: bool = False,
+    pad: bool = True,
+):
     """:func:`regfac_jax.jacobian.region_grams` with the samples split over a device mesh.
 
     Args:
-      fn: pure ``g(latent [d]) -> image [H, W, C]`` (a generator's ``latent_fn``), or a sequence of ``N`` such
-        functions of one structure, one per sample (module docstring).
+      fn: pure ``g(latent [d]) -> image [H, W, C]`` (a generator's ``latent_fn``), or a sequence of
+        ``N`` such functions of one structure, one per sample (module docstring).
       latents: ``[N, d]`` (or ``[d]``), identical on every host.
-      masks: ``[R, H', W']`` or ``[H', W']`` at the (preprocessed) image resolution, values in [0, 1].
+      masks: ``[R, H', W']`` or ``[H', W']`` at the (preprocessed) image resolution, values in [0,
+        1].
       options: the Jacobian settings, as in ``region_grams``.
       mesh: from :func:`make_mesh` (default: all devices of all processes).
       per_sample: also gather the per-sample Grams to the hosts.
-      pad: pad a sample count that does not divide over the devices (padding masked out exactly); False raises.
+      pad: pad a sample count that does not divide over the devices (padding masked out exactly);
+        False raises.
 
     Returns:
-      ``(A, B)``: ``[R, d, d]`` each, the mean over the ``N`` samples (or ``[N, R, d, d]`` with ``per_sample``), in
-      the latents' dtype, on every process.
+      ``(A, B)``: ``[R, d, d]`` each, the mean over the ``N`` samples (or ``[N, R, d, d]`` with
+      ``per_sample``), in the latents' dtype, on every process.
 
     Raises:
-      ValueError / regions.RegionError: bad latents, masks, functions or (with ``pad=False``) sample counts.
+      ValueError / regions.RegionError: bad latents, masks, functions or (with ``pad=False``) sample
+      counts.
       FloatingPointError: some sample's Jacobian is not finite (the message names the samples).
     """
     plan = plan_grams(fn, latents, masks, options, mesh=mesh, pad=pad)

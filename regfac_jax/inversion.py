@@ -1,30 +1,35 @@
-"""GAN inversion: find the latents (W or W+) whose image reproduces a given photo, so that it can be edited.
+"""GAN inversion: find the latents (W or W+) whose image reproduces a given photo, so that it can be
+edited.
 
-:func:`invert` follows the schedule of NVlabs' ``projector.py`` (stylegan2-ada-pytorch), for a whole batch of
-images at once:
+:func:`invert` follows the schedule of NVlabs' ``projector.py`` (stylegan2-ada-pytorch), for a whole
+batch of images at once:
 
-* start every image at the mean w, estimated from ``w_avg_samples`` mapped random z (their spread ``w_std`` sets
-  the exploration noise below);
+* start every image at the mean w, estimated from ``w_avg_samples`` mapped random z (their spread
+  ``w_std`` sets the exploration noise below);
 * optimise with Adam (optax, betas 0.9 / 0.999) whose learning rate ramps up linearly over the first
   ``lr_rampup`` of the steps and down along a half cosine over the last ``lr_rampdown``;
-* add Gaussian noise of scale ``w_std * initial_noise_factor * max(0, 1 - t / noise_ramp)^2`` to w at each step
-  (t = step / num_steps), so the search explores early and settles late;
-* where the model has noise inputs (StyleGAN2's ``noise_const`` buffers) and ``optimize_noise`` is set, optimise a
-  fresh noise map per image and layer too, re-normalised to zero mean and unit variance after every step, with the
-  projector's regulariser: the squared mean of each map times itself shifted by one pixel (both axes), summed over
-  the map and its 2x average-pooled versions down to 8x8, weighted by ``noise_regularization``.
+* add Gaussian noise of scale ``w_std * initial_noise_factor * max(0, 1 - t / noise_ramp)^2`` to w
+  at each step (t = step / num_steps), so the search explores early and settles late;
+* where the model has noise inputs (StyleGAN2's ``noise_const`` buffers) and ``optimize_noise`` is
+  set, optimise a fresh noise map per image and layer too, re-normalised to zero mean and unit
+  variance after every step, with the projector's regulariser: the squared mean of each map times
+  itself shifted by one pixel (both axes), summed over the map and its 2x average-pooled versions
+  down to 8x8, weighted by ``noise_regularization``.
 
-Losses per image: ``mse_weight`` times the pixel MSE (images in [-1, 1]) plus, when LPIPS parameters are given
-(:mod:`regfac_jax.lpips`, VGG16 weights converted by :mod:`converters.lpips`), ``lpips_weight`` times LPIPS on
-images area-downsampled to at most 256 pixels, as the projector does. Nothing is downloaded.
+Losses per image: ``mse_weight`` times the pixel MSE (images in [-1, 1]) plus, when LPIPS parameters
+are given (:mod:`regfac_jax.lpips`, VGG16 weights converted by :mod:`converters.lpips`),
+``lpips_weight`` times LPIPS on images area-downsampled to at most 256 pixels, as the projector
+does. Nothing is downloaded.
 
-The whole optimisation is one jit-compiled function (``lax.scan`` over steps, the generator vmapped over images);
-the host only calls it in chunks of ``chunk`` steps so that ``progress`` can report. Each image's
-result depends on its own pixels, ``seed`` and its index in the batch only. The settings named
-above are the fields of one :class:`InversionConfig`.
+The whole optimisation is one jit-compiled function (``lax.scan`` over steps, the generator vmapped
+over images); the host only calls it in chunks of ``chunk`` steps so that ``progress`` can report.
+Each image's result depends on its own pixels, ``seed`` and its index in the batch only. The
+settings named above are the fields of one :class:`InversionConfig`.
 
-Loading image files with validation (sizes, modes, bit depths, channel counts, NaN) is :func:`load_images`.
+Loading image files with validation (sizes, modes, bit depths, channel counts, NaN) is
+:func:`load_images`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,8 +62,8 @@ class InversionResult:
       loss: ``[N]`` final loss (at the final latents, without exploration noise).
       mse: ``[N]`` final pixel MSE in [-1, 1] units.
       lpips: ``[N]`` final LPIPS distance, or None when no LPIPS weights were given.
-      noise: ``{buffer name: [N, R, R]}`` the optimised noise maps (None when noise was not optimised); render
-        with :func:`synthesize` to reproduce ``images``.
+      noise: ``{buffer name: [N, R, R]}`` the optimised noise maps (None when noise was not
+        optimised); render with :func:`synthesize` to reproduce ``images``.
       images: ``[N, H, W, C]`` the reconstructions.
       space: 'w' or 'wplus'.
       num_steps: optimisation steps taken.
@@ -74,9 +79,9 @@ class InversionResult:
     num_steps: int
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Schedules and regularisers (pure)
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def lr_ramp(t: jax.Array, rampdown: float = 0.25, rampup: float = 0.05) -> jax.Array:
     """Learning-rate factor at progress ``t`` in [0, 1]: linear warm-up, half-cosine cool-down."""
     down = jnp.minimum(1.0, (1.0 - t) / rampdown)
@@ -84,13 +89,17 @@ def lr_ramp(t: jax.Array, rampdown: float = 0.25, rampup: float = 0.05) -> jax.A
     return down * jnp.minimum(1.0, t / rampup)
 
 
-def w_noise_scale(t: jax.Array, w_std: float, initial_noise_factor: float = 0.05, noise_ramp: float = 0.75):
-    """Scale of the exploration noise added to w at progress ``t``; zero from ``t >= noise_ramp`` on."""
+def w_noise_scale(
+    t: jax.Array, w_std: float, initial_noise_factor: float = 0.05, noise_ramp: float = 0.75
+):
+    """Scale of the exploration noise added to w at progress ``t``; zero from ``t >= noise_ramp``
+    on."""
     return w_std * initial_noise_factor * jnp.square(jnp.maximum(0.0, 1.0 - t / noise_ramp))
 
 
 def noise_regularizer(noise: jax.Array) -> jax.Array:
-    """Projector-style penalty on spatial correlation of one noise map ``[R, R]`` (a scalar >= 0)."""
+    """Projector-style penalty on spatial correlation of one noise map ``[R, R]`` (a scalar >=
+    0)."""
     total = jnp.zeros((), noise.dtype)
     while True:
         total = total + jnp.square(jnp.mean(noise * jnp.roll(noise, 1, axis=1)))
@@ -98,18 +107,19 @@ def noise_regularizer(noise: jax.Array) -> jax.Array:
         if noise.shape[0] <= 8:
             return total
         r = noise.shape[0] // 2
-        noise = noise[:2 * r, :2 * r].reshape(r, 2, r, 2).mean(axis=(1, 3))
+        noise = noise[: 2 * r, : 2 * r].reshape(r, 2, r, 2).mean(axis=(1, 3))
 
 
 def normalize_noise(noise: jax.Array) -> jax.Array:
-    """``[..., R, R]`` maps shifted to zero mean and scaled to unit mean square (each map on its own)."""
+    """``[..., R, R]`` maps shifted to zero mean and scaled to unit mean square (each map on its
+    own)."""
     noise = noise - jnp.mean(noise, axis=(-2, -1), keepdims=True)
     return noise * jax.lax.rsqrt(jnp.mean(jnp.square(noise), axis=(-2, -1), keepdims=True))
 
 
 def area_downsample(images: jax.Array, size: int) -> jax.Array:
-    """``[N, H, W, C]`` -> ``[N, size, size, C]`` by box averaging (H, W multiples of ``size``); identity when
-    already at most ``size``."""
+    """``[N, H, W, C]`` -> ``[N, size, size, C]`` by box averaging (H, W multiples of ``size``);
+    identity when already at most ``size``."""
     n, h, w, c = images.shape
     if h <= size:
         return images
@@ -118,11 +128,12 @@ def area_downsample(images: jax.Array, size: int) -> jax.Array:
     return images.reshape(n, size, h // size, size, w // size, c).mean(axis=(2, 4))
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Generator plumbing
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def noise_names(gen) -> list[str]:
-    """Dotted names of the generator's noise buffers (empty for StyleGAN3 and generators without noise)."""
+    """Dotted names of the generator's noise buffers (empty for StyleGAN3 and generators without
+    noise)."""
     return sorted(k for k in trees.flatten(gen.buffers or {}) if k.endswith(NOISE_SUFFIX))
 
 
@@ -141,58 +152,86 @@ def _synth_one(gen, params, buffers, ws, noise):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _synthesize(gen, params, buffers, ws, noise):
-    return jax.vmap(functools.partial(_synth_one, gen), in_axes=(None, None, 0, 0))(params, buffers, ws, noise)
+    return jax.vmap(functools.partial(_synth_one, gen), in_axes=(None, None, 0, 0))(
+        params, buffers, ws, noise
+    )
 
 
 def synthesize(gen, ws, noise: dict | None = None, batch: int = 16) -> np.ndarray:
     """Images ``[N, H, W, C]`` of latents ``ws`` ``[N, num_ws, w_dim]``, with per-image noise maps
-    ``{name: [N, R, R]}`` (as :class:`InversionResult` holds them) or the generator's own noise (None)."""
+    ``{name: [N, R, R]}`` (as :class:`InversionResult` holds them) or the generator's own noise
+    (None)."""
     ws = np.asarray(ws, np.float32)
     if noise is None:
-        return np.concatenate([np.asarray(gen.synthesis(ws[i:i + batch])) for i in range(0, len(ws), batch)])
+        return np.concatenate(
+            [np.asarray(gen.synthesis(ws[i : i + batch])) for i in range(0, len(ws), batch)]
+        )
     out = []
     for i in range(0, len(ws), batch):
-        part = {k: jnp.asarray(v[i:i + batch], jnp.float32) for k, v in noise.items()}
-        out.append(np.asarray(_synthesize(gen, gen.params, gen.buffers, jnp.asarray(ws[i:i + batch]), part)))
+        part = {k: jnp.asarray(v[i : i + batch], jnp.float32) for k, v in noise.items()}
+        out.append(
+            np.asarray(
+                _synthesize(gen, gen.params, gen.buffers, jnp.asarray(ws[i : i + batch]), part)
+            )
+        )
     return np.concatenate(out)
 
 
 def image_fn(gen, noise_one: dict | None = None, space: str = "w", **kwargs) -> Partial:
     """``gen.latent_fn(space, **kwargs)`` rendering with one image's noise maps ``{name: [R, R]}``.
 
-    The result has the same function object (so jit caches are shared) and differs only in its buffers leaf.
+    The result has the same function object (so jit caches are shared) and differs only in its
+    buffers leaf.
     """
     fn = gen.latent_fn(space, **kwargs)
     if not noise_one:
         return fn
     if len(fn.args) < 2 or fn.args[1] is not gen.buffers:
-        raise TypeError(f"{gen.kind}.latent_fn does not carry its buffers second; cannot substitute noise.")
+        raise TypeError(
+            f"{gen.kind}.latent_fn does not carry its buffers second; cannot substitute noise."
+        )
     return Partial(fn.func, fn.args[0], _with_noise(gen.buffers, noise_one), *fn.args[2:])
 
 
-def w_statistics(gen, num_samples: int = 10000, seed: int = 123,
-                 batch: int = 2048) -> tuple[np.ndarray, float, np.ndarray]:
-    """Statistics of mapped random z: mean w ``[w_dim]``, spread (root of the summed per-coordinate variance, the
-    projector's ``w_std``) and per-coordinate standard deviation ``[w_dim]``."""
+def w_statistics(
+    gen, num_samples: int = 10000, seed: int = 123, batch: int = 2048
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Statistics of mapped random z: mean w ``[w_dim]``, spread (root of the summed per-coordinate
+    variance, the projector's ``w_std``) and per-coordinate standard deviation ``[w_dim]``."""
     if num_samples < 1:
         raise ValueError(f"w_avg_samples must be >= 1, got {num_samples}.")
     z = np.random.RandomState(seed).randn(num_samples, gen.z_dim).astype(np.float32)
     parts = []
     for i in range(0, num_samples, batch):
-        zi = z[i:i + batch]
-        c = np.eye(gen.c_dim, dtype=np.float32)[np.arange(i, i + len(zi)) % gen.c_dim] if gen.c_dim else None
+        zi = z[i : i + batch]
+        c = (
+            np.eye(gen.c_dim, dtype=np.float32)[np.arange(i, i + len(zi)) % gen.c_dim]
+            if gen.c_dim
+            else None
+        )
         parts.append(np.asarray(gen.mapping(zi, c))[:, 0].astype(np.float64))
     w = np.concatenate(parts)
     w_avg = w.mean(axis=0)
-    return (w_avg.astype(np.float32), float(np.sqrt(np.sum((w - w_avg) ** 2) / num_samples)),
-            w.std(axis=0).astype(np.float32))
+    return (
+        w_avg.astype(np.float32),
+        float(np.sqrt(np.sum((w - w_avg) ** 2) / num_samples)),
+        w.std(axis=0).astype(np.float32),
+    )
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The settings
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Settings that must be > 0 (a zero step count or ramp length divides by zero); the others >= 0.
-_POSITIVE = ("num_steps", "chunk", "w_avg_samples", "learning_rate", "lr_rampdown", "lr_rampup", "noise_ramp")
+_POSITIVE = (
+    "num_steps",
+    "chunk",
+    "w_avg_samples",
+    "learning_rate",
+    "lr_rampdown",
+    "lr_rampup",
+    "noise_ramp",
+)
 _KINDS = {"int": int, "float": float, "bool": bool}
 
 
@@ -207,7 +246,11 @@ def _checked(name: str, value: Any, kind: type) -> Any:
             raise ValueError(f"InversionConfig.{name} must be True or False; got {value!r}.")
         return bool(value)
     number = numbers.Integral if kind is int else numbers.Real
-    if not isinstance(value, number) or isinstance(value, (bool, np.bool_)) or not np.isfinite(value):
+    if (
+        not isinstance(value, number)
+        or isinstance(value, (bool, np.bool_))
+        or not np.isfinite(value)
+    ):
         raise ValueError(f"InversionConfig.{name} must be a finite {kind.__name__}; got {value!r}.")
     if value < 0 or (value == 0 and name in _POSITIVE):
         bound = "> 0" if name in _POSITIVE else ">= 0"
@@ -229,8 +272,8 @@ class InversionConfig:
       lr_rampdown, lr_rampup: lengths of the learning rate's half-cosine cool-down and linear
         warm-up, as fractions of num_steps (> 0).
       w_avg_samples: mapped samples for the mean w and its spread.
-      initial_noise_factor, noise_ramp: exploration noise on w (fraction of the w spread; ramp length as a
-        fraction of num_steps, > 0).
+      initial_noise_factor, noise_ramp: exploration noise on w (fraction of the w spread; ramp
+        length as a fraction of num_steps, > 0).
       noise_regularization: weight of the noise-map regulariser.
       optimize_noise: optimise per-image noise maps where the model has noise inputs.
       mse_weight, lpips_weight: loss weights.
@@ -275,13 +318,15 @@ class InversionConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(names))
         if unknown:
-            raise ValueError(f"Unknown inversion setting(s) {unknown}; InversionConfig takes {names}.")
+            raise ValueError(
+                f"Unknown inversion setting(s) {unknown}; InversionConfig takes {names}."
+            )
         return cls(**values)
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The optimisation
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class _Settings:
     """The compiled-in part of an :class:`InversionConfig` (with the shapes, the jit cache key).
@@ -300,9 +345,17 @@ class _Settings:
 
     @classmethod
     def of(cls, config: InversionConfig, use_lpips: bool, lpips_size: int = 256) -> _Settings:
-        """The compiled-in settings of ``config``; LPIPS (when used) on images of at most lpips_size."""
-        return cls(min(config.chunk, config.num_steps), config.lr_rampdown, config.lr_rampup,
-                   config.initial_noise_factor, config.noise_ramp, lpips_size, use_lpips)
+        """The compiled-in settings of ``config``; LPIPS (when used) on images of at most
+        lpips_size."""
+        return cls(
+            min(config.chunk, config.num_steps),
+            config.lr_rampdown,
+            config.lr_rampup,
+            config.initial_noise_factor,
+            config.noise_ramp,
+            lpips_size,
+            use_lpips,
+        )
 
 
 @jax.tree_util.register_dataclass
@@ -313,8 +366,8 @@ class _Problem:
     Attributes:
       params, buffers: the generator's weights.
       lp: LPIPS parameters, or None.
-      hp: traced settings (scalars from :class:`InversionConfig`, ``num_steps`` int32) and the w statistics
-        ``w_std`` (scalar), ``w_avg`` ``[w_dim]``, ``w_sd`` ``[w_dim]``.
+      hp: traced settings (scalars from :class:`InversionConfig`, ``num_steps`` int32) and the w
+        statistics ``w_std`` (scalar), ``w_avg`` ``[w_dim]``, ``w_sd`` ``[w_dim]``.
       targets: ``[N, H, W, C]`` images in [-1, 1].
       keys: ``[N]`` per-image PRNG keys.
     """
@@ -329,10 +382,21 @@ class _Problem:
 
 def _traced_settings(config: InversionConfig, w_avg, w_std: float, w_sd) -> dict:
     """``_Problem.hp``: the config's traced numbers as float32 / int32 arrays, and w statistics."""
-    names = ("learning_rate", "mse_weight", "lpips_weight", "noise_regularization", "w_prior", "layer_spread")
+    names = (
+        "learning_rate",
+        "mse_weight",
+        "lpips_weight",
+        "noise_regularization",
+        "w_prior",
+        "layer_spread",
+    )
     hp = {k: jnp.float32(getattr(config, k)) for k in names}
-    hp.update(w_std=jnp.float32(w_std), w_avg=jnp.asarray(w_avg), w_sd=jnp.asarray(np.maximum(w_sd, 1e-8)),
-              num_steps=jnp.int32(config.num_steps))
+    hp.update(
+        w_std=jnp.float32(w_std),
+        w_avg=jnp.asarray(w_avg),
+        w_sd=jnp.asarray(np.maximum(w_sd, 1e-8)),
+        num_steps=jnp.int32(config.num_steps),
+    )
     return hp
 
 
@@ -345,7 +409,8 @@ def _optimizer(s: _Settings, hp: dict) -> optax.GradientTransformation:
 
 def _latent_penalties(w: jax.Array, hp: dict) -> tuple[jax.Array, jax.Array]:
     """``w_prior`` and ``layer_spread`` terms of w ``[L, w_dim]`` (L = 1 or num_ws), unweighted."""
-    z = (w - hp["w_avg"]) / hp["w_sd"]                  # [L, w_dim] in units of the per-coordinate spread
+    # [L, w_dim] in units of the per-coordinate spread
+    z = (w - hp["w_avg"]) / hp["w_sd"]
     prior = jnp.mean(jnp.square(z))
     spread = jnp.mean(jnp.square(z - jnp.mean(z, axis=0, keepdims=True)))
     return prior, spread
@@ -354,7 +419,8 @@ def _latent_penalties(w: jax.Array, hp: dict) -> tuple[jax.Array, jax.Array]:
 def _per_image_loss(gen, s: _Settings, prob: _Problem, opt, target, key, t):
     """Loss and (mse, lpips) of one image.
 
-    opt = {'w': [L, w_dim] (L = 1 or num_ws), 'noise': {name: [R, R]}}; target [H, W, C]; t progress.
+    opt = {'w': [L, w_dim] (L = 1 or num_ws), 'noise': {name: [R, R]}}; target [H, W, C]; t
+    progress.
     """
     hp = prob.hp
     scale = w_noise_scale(t, hp["w_std"], s.initial_noise_factor, s.noise_ramp)
@@ -362,12 +428,24 @@ def _per_image_loss(gen, s: _Settings, prob: _Problem, opt, target, key, t):
     ws = jnp.broadcast_to(w, (gen.num_ws, gen.w_dim))
     synth = _synth_one(gen, prob.params, prob.buffers, ws, opt["noise"])
     mse = jnp.mean(jnp.square(synth - target))
-    lp = jnp.zeros(()) if not s.use_lpips else lpips_lib.distance(
-        prob.lp, area_downsample(synth[None], s.lpips_size), area_downsample(target[None], s.lpips_size))[0]
+    lp = (
+        jnp.zeros(())
+        if not s.use_lpips
+        else lpips_lib.distance(
+            prob.lp,
+            area_downsample(synth[None], s.lpips_size),
+            area_downsample(target[None], s.lpips_size),
+        )[0]
+    )
     reg = sum((noise_regularizer(v) for v in opt["noise"].values()), jnp.zeros(()))
     prior, spread = _latent_penalties(opt["w"], hp)
-    loss = (hp["mse_weight"] * mse + hp["lpips_weight"] * lp + hp["noise_regularization"] * reg
-            + hp["w_prior"] * prior + hp["layer_spread"] * spread)
+    loss = (
+        hp["mse_weight"] * mse
+        + hp["lpips_weight"] * lp
+        + hp["noise_regularization"] * reg
+        + hp["w_prior"] * prior
+        + hp["layer_spread"] * spread
+    )
     return loss, (mse, lp)
 
 
@@ -378,7 +456,8 @@ def _batch_loss(gen, s: _Settings, prob: _Problem, opt, keys, t):
 
 
 def _chunk_steps(gen, s: _Settings, prob: _Problem, state, start):
-    """``s.chunk`` optimisation steps from step ``start`` (steps past ``num_steps`` leave the state unchanged)."""
+    """``s.chunk`` optimisation steps from step ``start`` (steps past ``num_steps`` leave the state
+    unchanged)."""
     tx = _optimizer(s, prob.hp)
 
     def step(carry, i):
@@ -386,23 +465,32 @@ def _chunk_steps(gen, s: _Settings, prob: _Problem, state, start):
         t_idx = start + i
         step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(prob.keys, t_idx)
         grads, (loss, _) = jax.grad(_batch_loss, argnums=3, has_aux=True)(
-            gen, s, prob, opt, step_keys, t_idx / prob.hp["num_steps"])
+            gen, s, prob, opt, step_keys, t_idx / prob.hp["num_steps"]
+        )
         updates, new_state = tx.update(grads, opt_state, opt)
         new_opt = optax.apply_updates(opt, updates)
-        new_opt = {"w": new_opt["w"], "noise": {k: normalize_noise(v) for k, v in new_opt["noise"].items()}}
+        new_opt = {
+            "w": new_opt["w"],
+            "noise": {k: normalize_noise(v) for k, v in new_opt["noise"].items()},
+        }
         active = t_idx < prob.hp["num_steps"]
 
         def keep(new, old):
             return jnp.where(active, new, old)
 
-        return (jax.tree.map(keep, new_opt, opt), jax.tree.map(keep, new_state, opt_state), loss), None
+        return (
+            jax.tree.map(keep, new_opt, opt),
+            jax.tree.map(keep, new_state, opt_state),
+            loss,
+        ), None
 
     init = (*state, jnp.zeros(prob.targets.shape[0]))
     (opt, opt_state, loss), _ = jax.lax.scan(step, init, jnp.arange(s.chunk))
     return opt, opt_state, loss
 
 
-# One compiled program per (generator, settings, shapes); ``prob``'s traced settings do not recompile.
+# One compiled program per (generator, settings, shapes); ``prob``'s traced settings do not
+# recompile.
 _run_chunk = jax.jit(_chunk_steps, static_argnums=(0, 1))
 
 
@@ -416,42 +504,59 @@ def _final(gen, s: _Settings, prob: _Problem, opt):
 
 
 def _initial_latents(gen, keys, w_avg, layers: int, optimize_noise: bool) -> dict:
-    """The optimised variables at step 0: the mean w in each of ``layers`` rows, and fresh unit noise maps."""
+    """The optimised variables at step 0: the mean w in each of ``layers`` rows, and fresh unit
+    noise maps."""
     names = noise_names(gen) if optimize_noise else []
     flat_buffers = trees.flatten(gen.buffers or {})
 
     def maps(j, shape):
-        return jax.vmap(lambda key: normalize_noise(jax.random.normal(jax.random.fold_in(key, 1 + j), shape)))(keys)
+        return jax.vmap(
+            lambda key: normalize_noise(jax.random.normal(jax.random.fold_in(key, 1 + j), shape))
+        )(keys)
 
     noise = {k: maps(j, flat_buffers[k].shape) for j, k in enumerate(names)}
-    return {"w": jnp.broadcast_to(jnp.asarray(w_avg), (keys.shape[0], layers, gen.w_dim)), "noise": noise}
+    return {
+        "w": jnp.broadcast_to(jnp.asarray(w_avg), (keys.shape[0], layers, gen.w_dim)),
+        "noise": noise,
+    }
 
 
 def check_images(gen, images) -> np.ndarray:
-    """Validates a batch for :func:`invert`: float ``[N, H, W, C]`` at the generator's size, finite, in [-1, 1].
+    """Validates a batch for :func:`invert`: float ``[N, H, W, C]`` at the generator's size, finite,
+    in [-1, 1].
 
     Raises:
       ValueError: naming the problem (and the offending image indices) and what the images must be.
     """
     if gen.kind not in ("stylegan2", "stylegan3"):
-        raise ValueError(f"Inversion needs a StyleGAN (W / W+ latents); this generator is {gen.kind}.")
+        raise ValueError(
+            f"Inversion needs a StyleGAN (W / W+ latents); this generator is {gen.kind}."
+        )
     x = np.asarray(images)
     want = (gen.img_resolution, gen.img_resolution, gen.img_channels)
     if x.ndim != 4 or x.shape[1:] != want:
-        raise ValueError(f"images must be [N, {want[0]}, {want[1]}, {want[2]}] (this generator's size and channels); "
-                         f"got {x.shape}. Use load_images() to read and resize files.")
+        raise ValueError(
+            f"images must be [N, {want[0]}, {want[1]}, {want[2]}] (this generator's "
+            "size and channels); "
+            f"got {x.shape}. Use load_images() to read and resize files."
+        )
     if x.shape[0] == 0:
         raise ValueError("images is empty: nothing to invert.")
     if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"images must be float in [-1, 1]; got dtype {x.dtype} (uint8 x: x / 127.5 - 1).")
+        raise ValueError(
+            f"images must be float in [-1, 1]; got dtype {x.dtype} (uint8 x: x / 127.5 - 1)."
+        )
     x = x.astype(np.float32)
     bad = np.where(~np.isfinite(x).all(axis=(1, 2, 3)))[0]
     if len(bad):
         raise ValueError(f"images {bad.tolist()} contain NaN or infinite values; drop or fix them.")
     out = np.where((x.min(axis=(1, 2, 3)) < -1.001) | (x.max(axis=(1, 2, 3)) > 1.001))[0]
     if len(out):
-        raise ValueError(f"images {out.tolist()} have values outside [-1, 1] (range {x.min():.3g}..{x.max():.3g}); "
-                         "images must be scaled to [-1, 1].")
+        raise ValueError(
+            f"images {out.tolist()} have values outside [-1, 1] (range "
+            f"{x.min():.3g}..{x.max():.3g}); "
+            "images must be scaled to [-1, 1]."
+        )
     return np.clip(x, -1.0, 1.0)
 
 
@@ -461,8 +566,12 @@ def _problem(gen, images, config: InversionConfig, space: str, lpips: dict | Non
     if lpips is not None:
         lpips_lib.check_params(lpips)
     w_avg, w_std, w_sd = w_statistics(gen, config.w_avg_samples)
-    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), jnp.arange(targets.shape[0]))
-    opt = _initial_latents(gen, keys, w_avg, 1 if space == "w" else gen.num_ws, config.optimize_noise)
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+        jax.random.key(seed), jnp.arange(targets.shape[0])
+    )
+    opt = _initial_latents(
+        gen, keys, w_avg, 1 if space == "w" else gen.num_ws, config.optimize_noise
+    )
     lp = None if lpips is None else jax.tree.map(jnp.asarray, lpips)
     hp = _traced_settings(config, w_avg, w_std, w_sd)
     return _Problem(gen.params, gen.buffers, lp, hp, targets, keys), opt
@@ -484,43 +593,65 @@ def _optimise(gen, s: _Settings, prob: _Problem, opt, num_steps: int, progress):
     return state[0]
 
 
-def invert(gen, images, config: InversionConfig = InversionConfig(), *, space: str = "w",
-           lpips: dict | None = None, seed: int = 0,
-           progress: Callable[[int, float], None] | None = None) -> InversionResult:
+def invert(
+    gen,
+    images,
+    config: InversionConfig = InversionConfig(),
+    *,
+    space: str = "w",
+    lpips: dict | None = None,
+    seed: int = 0,
+    progress: Callable[[int, float], None] | None = None,
+) -> InversionResult:
     """Inverts a batch of images into the generator's W or W+ space (see the module docstring).
 
     Args:
       gen: a StyleGAN2 or StyleGAN3 generator object.
       images: ``[N, H, W, C]`` float in [-1, 1] at the generator's resolution and channel count.
-      config: the optimisation's settings (:class:`InversionConfig`; the default is the projector's).
+      config: the optimisation's settings (:class:`InversionConfig`; the default is the
+        projector's).
       space: 'w' (one w for all layers) or 'wplus' (one w per layer).
-      lpips: LPIPS parameters (``converters.lpips.load``) to add the perceptual loss; None for pixels only.
-      seed: seeds the exploration noise and the initial noise maps (image i uses ``fold_in(seed, i)``).
-      progress: called as ``progress(step, loss)`` after every ``config.chunk`` steps, with the number of steps
-        done and the mean loss over the batch at the last step; it may raise to abort.
+      lpips: LPIPS parameters (``converters.lpips.load``) to add the perceptual loss; None for
+        pixels only.
+      seed: seeds the exploration noise and the initial noise maps (image i uses
+        ``fold_in(seed, i)``).
+      progress: called as ``progress(step, loss)`` after every ``config.chunk`` steps, with the
+        number of steps done and the mean loss over the batch at the last step; it may raise to
+        abort.
     Returns:
       :class:`InversionResult`.
     """
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}.")
     if not isinstance(config, InversionConfig):
-        raise TypeError(f"config must be an InversionConfig (got {type(config).__name__}); build one with "
-                        "InversionConfig(num_steps=..., ...) or InversionConfig.from_mapping(settings).")
+        raise TypeError(
+            f"config must be an InversionConfig (got {type(config).__name__}); build "
+            "one with "
+            "InversionConfig(num_steps=..., ...) or "
+            "InversionConfig.from_mapping(settings)."
+        )
     prob, opt = _problem(gen, images, config, space, lpips, seed)
     s = _Settings.of(config, lpips is not None)
     opt = _optimise(gen, s, prob, opt, config.num_steps, progress)
     loss, mse, lp_d, ws, recon = _final(gen, s, prob, opt)
-    return InversionResult(ws=np.asarray(ws), loss=np.asarray(loss), mse=np.asarray(mse),
-                           lpips=None if lpips is None else np.asarray(lp_d),
-                           noise={k: np.asarray(v) for k, v in opt["noise"].items()} or None,
-                           images=np.asarray(recon), space=space, num_steps=config.num_steps)
+    return InversionResult(
+        ws=np.asarray(ws),
+        loss=np.asarray(loss),
+        mse=np.asarray(mse),
+        lpips=None if lpips is None else np.asarray(lp_d),
+        noise={k: np.asarray(v) for k, v in opt["noise"].items()} or None,
+        images=np.asarray(recon),
+        space=space,
+        num_steps=config.num_steps,
+    )
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Image files
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def expand_image_paths(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[pathlib.Path]:
-    """A directory (every file in it, sorted), a glob pattern (sorted matches), a file, or a list of these."""
+    """A directory (every file in it, sorted), a glob pattern (sorted matches), a file, or a list of
+    these."""
     if isinstance(spec, (list, tuple)):
         return [p for item in spec for p in expand_image_paths(item)]
     path = pathlib.Path(spec).expanduser()
@@ -530,8 +661,11 @@ def expand_image_paths(spec: str | os.PathLike | Sequence[str | os.PathLike]) ->
         return [path]
     matches = sorted(pathlib.Path(p) for p in glob.glob(str(path)) if os.path.isfile(p))
     if not matches:
-        raise FileNotFoundError(f"No image files at {spec!r} (give a directory, a file or a glob such as "
-                                "'photos/*.png').")
+        raise FileNotFoundError(
+            f"No image files at {spec!r} (give a directory, a file or a glob "
+            "such as "
+            "'photos/*.png')."
+        )
     return matches
 
 
@@ -541,7 +675,9 @@ def _read_npy(path: pathlib.Path) -> np.ndarray:
     if a.ndim == 2:
         a = a[..., None]
     if a.ndim != 3 or not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"a .npy image must be float [H, W] or [H, W, C] in [-1, 1]; got {a.dtype} {a.shape}")
+        raise ValueError(
+            f"a .npy image must be float [H, W] or [H, W, C] in [-1, 1]; got {a.dtype} {a.shape}"
+        )
     if not np.isfinite(a).all():
         raise ValueError(f"contains {int((~np.isfinite(a)).sum())} NaN/infinite values")
     if a.min() < -1.001 or a.max() > 1.001:
@@ -552,6 +688,7 @@ def _read_npy(path: pathlib.Path) -> np.ndarray:
 def _open_image(path: pathlib.Path):
     """The mode and decoded PIL image of ``path``; a ValueError when it is not a readable image."""
     from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(path) as img:
             img.load()
@@ -561,7 +698,8 @@ def _open_image(path: pathlib.Path):
 
 
 def _read_array(path: pathlib.Path, notes: list[str]) -> np.ndarray:
-    """One file -> float ``[H, W, C]`` in [0, 1] (C = 1, 3 or 4); notes collect what was converted."""
+    """One file -> float ``[H, W, C]`` in [0, 1] (C = 1, 3 or 4); notes collect what was
+    converted."""
     if path.suffix.lower() == ".npy":
         return _read_npy(path)
     mode, img = _open_image(path)
@@ -596,8 +734,14 @@ def _fit_channels(a: np.ndarray, channels: int, notes: list[str]) -> np.ndarray:
     colour, alpha = (a[..., :-1], a[..., -1:]) if c in (2, 4) else (a, None)
     if alpha is not None and channels in (1, 3):
         opaque = bool(np.all(alpha >= 1.0))
-        notes.append("alpha channel dropped" + ("" if opaque else " (the image has transparent pixels: their "
-                                                               "colour is used as it is)"))
+        notes.append(
+            "alpha channel dropped"
+            + (
+                ""
+                if opaque
+                else " (the image has transparent pixels: their colour is used as it is)"
+            )
+        )
     if channels == 1:
         if colour.shape[-1] == 3:
             notes.append("RGB converted to grayscale (the generator has 1 channel)")
@@ -620,48 +764,62 @@ def _fit_channels(a: np.ndarray, channels: int, notes: list[str]) -> np.ndarray:
 
 
 def _fit_size(a: np.ndarray, res: int, notes: list[str]) -> np.ndarray:
-    """Centre-crops to a square and resizes (Lanczos, per channel) to ``res`` x ``res``, noting both."""
+    """Centre-crops to a square and resizes (Lanczos, per channel) to ``res`` x ``res``, noting
+    both."""
     from PIL import Image
+
     h, w = a.shape[:2]
     if (h, w) == (res, res):
         return a
     if h != w:
         s = min(h, w)
         top, left = (h - s) // 2, (w - s) // 2
-        a = a[top:top + s, left:left + s]
+        a = a[top : top + s, left : left + s]
         notes.append(f"centre-cropped from {w}x{h} to {s}x{s}")
     s = a.shape[0]
     if s != res:
-        chans = [np.asarray(Image.fromarray(a[..., i].astype(np.float32), mode="F").resize((res, res), Image.LANCZOS))
-                 for i in range(a.shape[-1])]
+        chans = [
+            np.asarray(
+                Image.fromarray(a[..., i].astype(np.float32), mode="F").resize(
+                    (res, res), Image.LANCZOS
+                )
+            )
+            for i in range(a.shape[-1])
+        ]
         a = np.clip(np.stack(chans, axis=-1), 0, 1)
-        notes.append(f"resized from {s}x{s} to {res}x{res}" + (" (upsampled: expect a blurry target)" if s < res
-                                                                else ""))
+        notes.append(
+            f"resized from {s}x{s} to {res}x{res}"
+            + (" (upsampled: expect a blurry target)" if s < res else "")
+        )
     return a
 
 
 def load_images(paths, gen) -> tuple[np.ndarray, list[str], list[str]]:
     """Reads image files into a batch for :func:`invert`, keeping every file that can be used.
 
-    Policy: files are centre-cropped to a square and resized (Lanczos) to the generator's resolution with a
-    warning; grayscale is repeated to RGB (and RGB turned to gray for 1-channel generators), alpha is dropped,
-    16-bit images are read at full precision, each with a warning. Files that are not images, ``.npy`` arrays that
-    are not float images in [-1, 1] or hold NaN, are skipped with a warning naming the file and the reason.
+    Policy: files are centre-cropped to a square and resized (Lanczos) to the generator's resolution
+    with a warning; grayscale is repeated to RGB (and RGB turned to gray for 1-channel generators),
+    alpha is dropped, 16-bit images are read at full precision, each with a warning. Files that are
+    not images, ``.npy`` arrays that are not float images in [-1, 1] or hold NaN, are skipped with a
+    warning naming the file and the reason.
 
     Args:
-      paths: a directory, a glob pattern, a file, or a list of them (``.npy`` files hold float [H, W(, C)] in
-        [-1, 1]).
+      paths: a directory, a glob pattern, a file, or a list of them (``.npy`` files hold float [H,
+        W(, C)] in [-1, 1]).
       gen: the generator (its ``img_resolution`` and ``img_channels``).
     Returns:
       ``(images [N, R, R, C] float32 in [-1, 1], files [N] (the order of images), warnings [str])``.
     Raises:
-      ValueError: no file could be used (listing why for each), or the generator's channel count is not one
-        image files can give.
+      ValueError: no file could be used (listing why for each), or the generator's channel count is
+        not one image files can give.
     """
     res, channels = gen.img_resolution, gen.img_channels
     if channels not in (1, 3, 4):
-        raise ValueError(f"The generator makes {channels}-channel images; image files give 1 (gray), 3 (RGB) or 4 "
-                         "(RGBA) channels. Pass a float array [N, H, W, C] to invert() instead.")
+        raise ValueError(
+            f"The generator makes {channels}-channel images; image files give 1 "
+            "(gray), 3 (RGB) or 4 "
+            "(RGBA) channels. Pass a float array [N, H, W, C] to invert() instead."
+        )
     images, files, warnings = [], [], []
     for path in expand_image_paths(paths):
         notes: list[str] = []
@@ -674,90 +832,130 @@ def load_images(paths, gen) -> tuple[np.ndarray, list[str], list[str]]:
         files.append(str(path))
         warnings.extend(f"{path}: {n}" for n in notes)
     if not images:
-        raise ValueError("No usable image among the inputs:\n  " + "\n  ".join(warnings or ["(no files)"]))
+        raise ValueError(
+            "No usable image among the inputs:\n  " + "\n  ".join(warnings or ["(no files)"])
+        )
     return np.stack(images).astype(np.float32), files, warnings
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Quality measures and latents files
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def psnr(x, y) -> np.ndarray:
-    """PSNR in dB per image of ``[N, H, W, C]`` images in [-1, 1], with peak-to-peak 1 after mapping to [0, 1]."""
-    mse = np.mean(np.square((np.asarray(x, np.float64) - np.asarray(y, np.float64)) / 2), axis=(1, 2, 3))
+    """PSNR in dB per image of ``[N, H, W, C]`` images in [-1, 1], with peak-to-peak 1 after mapping
+    to [0, 1]."""
+    mse = np.mean(
+        np.square((np.asarray(x, np.float64) - np.asarray(y, np.float64)) / 2), axis=(1, 2, 3)
+    )
     return 10 * np.log10(1.0 / np.maximum(mse, 1e-20))
 
 
 def _gaussian_blur(x: np.ndarray, sigma: float = 1.5, size: int = 11) -> np.ndarray:
     """'valid' separable Gaussian filter over axes 1, 2 of ``[N, H, W, C]``."""
     r = np.arange(size) - (size - 1) / 2
-    g = np.exp(-r ** 2 / (2 * sigma ** 2))
+    g = np.exp(-(r**2) / (2 * sigma**2))
     g /= g.sum()
     h = x.shape[1] - size + 1
-    x = sum(g[i] * x[:, i:i + h] for i in range(size))
+    x = sum(g[i] * x[:, i : i + h] for i in range(size))
     w = x.shape[2] - size + 1
-    return sum(g[i] * x[:, :, i:i + w] for i in range(size))
+    return sum(g[i] * x[:, :, i : i + w] for i in range(size))
 
 
 def ssim(x, y) -> np.ndarray:
-    """SSIM per image (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, data range 1 after
-    mapping [-1, 1] to [0, 1]; 'valid' window positions, mean over positions and channels) of ``[N, H, W, C]``."""
+    """SSIM per image (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, data
+    range 1 after mapping [-1, 1] to [0, 1]; 'valid' window positions, mean over positions and
+    channels) of ``[N, H, W, C]``."""
     x = (np.asarray(x, np.float64) + 1) / 2
     y = (np.asarray(y, np.float64) + 1) / 2
     size = min(11, x.shape[1], x.shape[2])
     mx, my = _gaussian_blur(x, size=size), _gaussian_blur(y, size=size)
-    vx = _gaussian_blur(x * x, size=size) - mx ** 2
-    vy = _gaussian_blur(y * y, size=size) - my ** 2
+    vx = _gaussian_blur(x * x, size=size) - mx**2
+    vy = _gaussian_blur(y * y, size=size) - my**2
     cov = _gaussian_blur(x * y, size=size) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = (2 * mx * my + c1) * (2 * cov + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    c1, c2 = 0.01**2, 0.03**2
+    s = (2 * mx * my + c1) * (2 * cov + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return s.mean(axis=(1, 2, 3))
 
 
 def save_latents(path, result: InversionResult, files: Sequence[str]) -> None:
-    """Writes ``ws``, ``files`` (the image order), ``space``, ``loss`` and ``noise/<name>`` maps (atomically)."""
+    """Writes ``ws``, ``files`` (the image order), ``space``, ``loss`` and ``noise/<name>`` maps
+    (atomically)."""
     from regfac_jax import io_utils
-    arrays = {"ws": result.ws, "files": np.array([str(f) for f in files]), "space": np.array(result.space),
-              "loss": result.loss}
+
+    arrays = {
+        "ws": result.ws,
+        "files": np.array([str(f) for f in files]),
+        "space": np.array(result.space),
+        "loss": result.loss,
+    }
     for k, v in (result.noise or {}).items():
         arrays[f"noise/{k}"] = v
     io_utils.save_npz(path, **arrays)
 
 
 def load_latents(path, gen) -> tuple[np.ndarray, dict | None, list[str]]:
-    """Reads a latents file of :func:`save_latents` (or any ``.npz`` with ``ws``), checked against ``gen``.
+    """Reads a latents file of :func:`save_latents` (or any ``.npz`` with ``ws``), checked against
+    ``gen``.
 
     Returns:
       ``(ws [N, num_ws, w_dim], noise {name: [N, R, R]} or None, files [N])``.
     """
     with np.load(path, allow_pickle=False) as data:
         if "ws" not in data.files:
-            raise ValueError(f"{path} holds no 'ws' array (keys: {data.files}); write it with experiments.invert.")
+            raise ValueError(
+                f"{path} holds no 'ws' array (keys: {data.files}); write it with "
+                "experiments.invert."
+            )
         ws = data["ws"].astype(np.float32)
-        files = [str(f) for f in data["files"]] if "files" in data.files else [f"#{i}" for i in range(len(ws))]
-        noise = {k[len("noise/"):]: data[k].astype(np.float32) for k in data.files if k.startswith("noise/")}
+        files = (
+            [str(f) for f in data["files"]]
+            if "files" in data.files
+            else [f"#{i}" for i in range(len(ws))]
+        )
+        noise = {
+            k[len("noise/") :]: data[k].astype(np.float32)
+            for k in data.files
+            if k.startswith("noise/")
+        }
     if ws.ndim != 3 or ws.shape[1:] != (gen.num_ws, gen.w_dim):
-        raise ValueError(f"{path}: ws of shape {ws.shape} do not fit this generator ([N, {gen.num_ws}, {gen.w_dim}]); "
-                         "were they inverted with another model?")
+        raise ValueError(
+            f"{path}: ws of shape {ws.shape} do not fit this generator ([N, "
+            f"{gen.num_ws}, {gen.w_dim}]); "
+            "were they inverted with another model?"
+        )
     names = set(noise_names(gen))
     if noise and (set(noise) != names or any(v.shape[0] != len(ws) for v in noise.values())):
-        raise ValueError(f"{path}: its noise maps {sorted(noise)} do not match this generator's {sorted(names)}.")
+        raise ValueError(
+            f"{path}: its noise maps {sorted(noise)} do not match this generator's {sorted(names)}."
+        )
     return ws, noise or None, files
 
 
-def edit_locality(gen, ws, direction, mask, noise: dict | None = None, layers: Sequence[int] | None = None,
-                  target_rms: float = 0.2) -> dict:
-    """The locality metric (:func:`regfac_jax.metrics.locality`) of editing each image's latents along a w direction.
+def edit_locality(
+    gen,
+    ws,
+    direction,
+    mask,
+    noise: dict | None = None,
+    layers: Sequence[int] | None = None,
+    target_rms: float = 0.2,
+) -> dict:
+    """The locality metric (:func:`regfac_jax.metrics.locality`) of editing each image's latents
+    along a w direction.
 
-    The edit adds ``a * direction`` to the w of every layer in ``layers`` (all when None), i.e. a W+ edit along the
-    direction tiled over those layers, with steps calibrated per image to ``target_rms`` inside ``mask``.
+    The edit adds ``a * direction`` to the w of every layer in ``layers`` (all when None), i.e. a W+
+    edit along the direction tiled over those layers, with steps calibrated per image to
+    ``target_rms`` inside ``mask``.
 
     Args:
       ws: ``[N, num_ws, w_dim]`` (e.g. inverted latents); noise: their per-image noise maps or None.
       direction: ``[w_dim]``; mask: ``[H, W]`` region mask.
     Returns:
-      ``metrics.locality``'s per-image arrays ``[N]`` ('share', 'rms_in', 'rms_out', 'step', 'reached').
+      ``metrics.locality``'s per-image arrays ``[N]`` ('share', 'rms_in', 'rms_out', 'step',
+      'reached').
     """
     from regfac_jax import metrics
+
     ws = np.asarray(ws, np.float32)
     sel = np.zeros((gen.num_ws, 1), np.float32)
     sel[list(range(gen.num_ws)) if layers is None else list(layers)] = 1.0
@@ -765,12 +963,39 @@ def edit_locality(gen, ws, direction, mask, noise: dict | None = None, layers: S
     flat = ws.reshape(len(ws), -1)
     if noise is None:
         return metrics.locality(gen.latent_fn("wplus"), flat, tiled, mask, target_rms)
-    parts = [metrics.locality(image_fn(gen, {k: v[i] for k, v in noise.items()}, "wplus"), flat[i:i + 1], tiled,
-                              mask, target_rms) for i in range(len(ws))]
+    parts = [
+        metrics.locality(
+            image_fn(gen, {k: v[i] for k, v in noise.items()}, "wplus"),
+            flat[i : i + 1],
+            tiled,
+            mask,
+            target_rms,
+        )
+        for i in range(len(ws))
+    ]
     return {k: np.concatenate([np.atleast_1d(p[k]) for p in parts]) for k in parts[0]}
 
 
-__all__ = ["InversionConfig", "InversionResult", "SPACES", "area_downsample", "check_images", "edit_locality",
-           "expand_image_paths", "image_fn",
-           "invert", "load_images", "load_latents", "lr_ramp", "noise_names", "noise_regularizer", "normalize_noise",
-           "psnr", "save_latents", "ssim", "synthesize", "w_noise_scale", "w_statistics"]
+__all__ = [
+    "InversionConfig",
+    "InversionResult",
+    "SPACES",
+    "area_downsample",
+    "check_images",
+    "edit_locality",
+    "expand_image_paths",
+    "image_fn",
+    "invert",
+    "load_images",
+    "load_latents",
+    "lr_ramp",
+    "noise_names",
+    "noise_regularizer",
+    "normalize_noise",
+    "psnr",
+    "save_latents",
+    "ssim",
+    "synthesize",
+    "w_noise_scale",
+    "w_statistics",
+]

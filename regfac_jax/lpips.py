@@ -2,11 +2,14 @@
 
 The distance between two images ``x0, x1`` ``[N, H, W, 3]`` in [-1, 1]:
 
-1. shift and scale each channel to the statistics the VGG trunk expects (:data:`SHIFT`, :data:`SCALE`);
-2. run VGG16's convolutional trunk and keep the activations after relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3;
+1. shift and scale each channel to the statistics the VGG trunk expects (:data:`SHIFT`,
+   :data:`SCALE`);
+2. run VGG16's convolutional trunk and keep the activations after relu1_2, relu2_2, relu3_3, relu4_3
+   and relu5_3;
 3. normalise every activation vector to unit length over channels;
-4. weight the squared difference of the normalised activations per channel with the learned non-negative linear
-   head of that stage (one ``[C]`` vector), average over space, and sum over the five stages.
+4. weight the squared difference of the normalised activations per channel with the learned
+   non-negative linear head of that stage (one ``[C]`` vector), average over space, and sum over the
+   five stages.
 
 Weights (``params``) are a nested dict in this port's layouts, built from PyTorch files by
 :mod:`converters.lpips` (torchvision's VGG16 state_dict plus the ``lpips`` package's linear heads)::
@@ -15,8 +18,10 @@ Weights (``params``) are a nested dict in this port's layouts, built from PyTorc
     params['features'][str(i)]['bias']     [out]
     params[f'lin{k}']['weight']            [C_k]            (k = 0..4)
 
-Nothing is downloaded: without VGG16 weights there is no LPIPS, and callers fall back to pixel losses.
+Nothing is downloaded: without VGG16 weights there is no LPIPS, and callers fall back to pixel
+losses.
 """
+
 from __future__ import annotations
 
 import jax
@@ -24,8 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-#: (torchvision feature index, in channels, out channels) of VGG16's 13 convolutions, grouped by stage; each stage
-#: but the first starts with a 2x2 max-pool, each convolution is 3x3 with padding 1 followed by a ReLU.
+#: (torchvision feature index, in channels, out channels) of VGG16's 13 convolutions, grouped by
+#: stage; each stage but the first starts with a 2x2 max-pool, each convolution is 3x3 with padding
+#: 1 followed by a ReLU.
 STAGES: tuple[tuple[tuple[int, int, int], ...], ...] = (
     ((0, 3, 64), (2, 64, 64)),
     ((5, 64, 128), (7, 128, 128)),
@@ -45,9 +51,11 @@ _HIGHEST = lax.Precision.HIGHEST
 
 
 def init_params(key: jax.Array, lin_scale: float = 0.1) -> dict:
-    """Random weights in this module's layout (He-normal convolutions, zero biases, non-negative heads).
+    """Random weights in this module's layout (He-normal convolutions, zero biases, non-negative
+    heads).
 
-    Used by tests and for trying the pipeline without ImageNet weights; a random trunk is not a perceptual metric.
+    Used by tests and for trying the pipeline without ImageNet weights; a random trunk is not a
+    perceptual metric.
     """
     params: dict = {"features": {}}
     keys = jax.random.split(key, 14)
@@ -57,7 +65,9 @@ def init_params(key: jax.Array, lin_scale: float = 0.1) -> dict:
         params["features"][str(idx)] = {"weight": w, "bias": jnp.zeros((cout,), jnp.float32)}
     lin_keys = jax.random.split(keys[-1], len(CHANNELS))
     for k, (lk, c) in enumerate(zip(lin_keys, CHANNELS, strict=True)):
-        params[f"lin{k}"] = {"weight": jnp.abs(jax.random.normal(lk, (c,), jnp.float32)) * lin_scale}
+        params[f"lin{k}"] = {
+            "weight": jnp.abs(jax.random.normal(lk, (c,), jnp.float32)) * lin_scale
+        }
     return params
 
 
@@ -71,20 +81,33 @@ def check_params(params) -> None:
             for name, shape in (("weight", (3, 3, cin, cout)), ("bias", (cout,))):
                 arr = entry.get(name)
                 if arr is None or tuple(np.shape(arr)) != shape:
-                    problems.append(f"features.{idx}.{name}: expected {shape}, got "
-                                    f"{None if arr is None else tuple(np.shape(arr))}")
+                    problems.append(
+                        f"features.{idx}.{name}: expected {shape}, got "
+                        f"{None if arr is None else tuple(np.shape(arr))}"
+                    )
     for k, c in enumerate(CHANNELS):
         arr = params.get(f"lin{k}", {}).get("weight") if isinstance(params, dict) else None
         if arr is None or tuple(np.shape(arr)) != (c,):
-            problems.append(f"lin{k}.weight: expected ({c},), got {None if arr is None else tuple(np.shape(arr))}")
+            problems.append(
+                f"lin{k}.weight: expected ({c},), got "
+                f"{None if arr is None else tuple(np.shape(arr))}"
+            )
     if problems:
-        raise ValueError("Not LPIPS/VGG16 parameters (convert them with converters.lpips.load): "
-                         + "; ".join(problems))
+        raise ValueError(
+            "Not LPIPS/VGG16 parameters (convert them with converters.lpips.load): "
+            + "; ".join(problems)
+        )
 
 
 def _conv_relu(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-    y = lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                 precision=_HIGHEST)
+    y = lax.conv_general_dilated(
+        x,
+        w,
+        (1, 1),
+        ((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=_HIGHEST,
+    )
     return jax.nn.relu(y + b)
 
 
@@ -119,7 +142,8 @@ def scale_inputs(x: jax.Array) -> jax.Array:
 
 
 def _unit_channels(f: jax.Array, eps: float = 1e-10) -> jax.Array:
-    """Divides each activation vector by (its L2 norm over channels + eps); the max() keeps gradients finite at 0."""
+    """Divides each activation vector by (its L2 norm over channels + eps); the max() keeps
+    gradients finite at 0."""
     norm = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(f), axis=-1, keepdims=True), 1e-30))
     return f / (norm + eps)
 
@@ -133,7 +157,9 @@ def as_rgb(x: jax.Array) -> jax.Array:
         return jnp.repeat(x, 3, axis=-1)
     if c == 4:
         return x[..., :3]
-    raise ValueError(f"LPIPS compares RGB images; images with {c} channels have no RGB reading (use 1, 3 or 4).")
+    raise ValueError(
+        f"LPIPS compares RGB images; images with {c} channels have no RGB reading (use 1, 3 or 4)."
+    )
 
 
 def distance(params: dict, x0: jax.Array, x1: jax.Array) -> jax.Array:
@@ -147,9 +173,14 @@ def distance(params: dict, x0: jax.Array, x1: jax.Array) -> jax.Array:
     """
     x0, x1 = as_rgb(jnp.asarray(x0)), as_rgb(jnp.asarray(x1))
     if x0.shape != x1.shape or x0.ndim != 4:
-        raise ValueError(f"LPIPS needs two image batches of the same shape [N, H, W, C]; got {x0.shape}, {x1.shape}.")
+        raise ValueError(
+            "LPIPS needs two image batches of the same shape [N, H, W, C]; got "
+            f"{x0.shape}, {x1.shape}."
+        )
     if min(x0.shape[1:3]) < MIN_SIZE:
-        raise ValueError(f"LPIPS/VGG16 needs images of at least {MIN_SIZE}x{MIN_SIZE}; got {x0.shape[1:3]}.")
+        raise ValueError(
+            f"LPIPS/VGG16 needs images of at least {MIN_SIZE}x{MIN_SIZE}; got {x0.shape[1:3]}."
+        )
     n = x0.shape[0]
     feats = vgg16_features(params, scale_inputs(jnp.concatenate([x0, x1])))
     total = jnp.zeros((n,), x0.dtype)
@@ -161,5 +192,16 @@ def distance(params: dict, x0: jax.Array, x1: jax.Array) -> jax.Array:
     return total
 
 
-__all__ = ["CHANNELS", "MIN_SIZE", "SCALE", "SHIFT", "STAGES", "as_rgb", "check_params", "distance", "init_params",
-           "scale_inputs", "vgg16_features"]
+__all__ = [
+    "CHANNELS",
+    "MIN_SIZE",
+    "SCALE",
+    "SHIFT",
+    "STAGES",
+    "as_rgb",
+    "check_params",
+    "distance",
+    "init_params",
+    "scale_inputs",
+    "vgg16_features",
+]

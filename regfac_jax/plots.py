@@ -1,10 +1,12 @@
 """Every picture the project writes: image grids (plain and labelled) and the eigenvalue spectrum.
 
-Plain grids (:func:`image_grid`) are numpy only (GIF frames, sample sheets). Labelled grids and plots are drawn with
-matplotlib, imported inside the functions (``import regfac_jax.plots`` stays light) and rendered on the Agg canvas
-of a :class:`matplotlib.figure.Figure`, so the process's pyplot backend is never touched. Functions return uint8
-RGB images ``[H, W, 3]``; :func:`regfac_jax.io_utils.save_png` writes them atomically.
+Plain grids (:func:`image_grid`) are numpy only (GIF frames, sample sheets). Labelled grids and
+plots are drawn with matplotlib, imported inside the functions (``import regfac_jax.plots`` stays
+light) and rendered on the Agg canvas of a :class:`matplotlib.figure.Figure`, so the process's
+pyplot backend is never touched. Functions return uint8 RGB images ``[H, W, 3]``;
+:func:`regfac_jax.io_utils.save_png` writes them atomically.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -26,7 +28,9 @@ def _as_uint8(images, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndar
     return images if images.dtype == np.uint8 else io_utils.to_uint8(images, value_range)
 
 
-def image_grid(images, scale: int = 1, pad: int = 1, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+def image_grid(
+    images, scale: int = 1, pad: int = 1, value_range: tuple[float, float] = (-1.0, 1.0)
+) -> np.ndarray:
     """Tiles ``[rows, cols, H, W, C]`` images into one picture.
 
     Args:
@@ -46,20 +50,22 @@ def image_grid(images, scale: int = 1, pad: int = 1, value_range: tuple[float, f
     for r in range(rows):
         for col in range(cols):
             top, left = pad + r * (h + pad), pad + col * (w + pad)
-            out[top:top + h, left:left + w] = imgs[r, col]
+            out[top : top + h, left : left + w] = imgs[r, col]
     return out
 
 
 def auto_scale(resolution: int, target: int = 128) -> int:
-    """Enlargement that brings small images (a 32 px demo model) to about ``target`` pixels; 1 for large ones."""
+    """Enlargement that brings small images (a 32 px demo model) to about ``target`` pixels; 1 for
+    large ones."""
     return max(1, int(target) // max(int(resolution), 1))
 
 
 def format_steps(steps: Sequence[float], digits: int = 3) -> list[str]:
-    """Edit strengths as short labels: ``digits`` significant digits, and round-off next to zero shown as 0.
+    """Edit strengths as short labels: ``digits`` significant digits, and round-off next to zero
+    shown as 0.
 
-    ``linspace(-10, 10, 7)`` gives ``['-10', '-6.67', '-3.33', '0', '3.33', '6.67', '10']`` (its middle value is
-    2.4e-07 in float32, not 0).
+    ``linspace(-10, 10, 7)`` gives ``['-10', '-6.67', '-3.33', '0', '3.33', '6.67', '10']`` (its
+    middle value is 2.4e-07 in float32, not 0).
     """
     values = np.asarray(steps, np.float64).reshape(-1)
     span = float(np.max(np.abs(values))) if values.size else 0.0
@@ -82,45 +88,77 @@ def _render(fig) -> np.ndarray:
 
 
 def _outline_tiles(ax, mask: np.ndarray, rows: int, cols: int, scale: int, pad: int) -> None:
-    """Draws the region boundary (the 0.5 level of ``mask [H, W]``) on every tile of a grid shown by ``imshow``."""
-    m = np.pad(np.asarray(mask, np.float32), 1)  # closes the contour where the region touches the image border
+    """Draws the region boundary (the 0.5 level of ``mask [H, W]``) on every tile of a grid shown by
+    ``imshow``."""
+    # closes the contour where the region touches the image border
+    m = np.pad(np.asarray(mask, np.float32), 1)
     h, w = mask.shape
-    centres_y = (np.arange(-1, h + 1) * scale + scale / 2 - 0.5)
-    centres_x = (np.arange(-1, w + 1) * scale + scale / 2 - 0.5)
+    centres_y = np.arange(-1, h + 1) * scale + scale / 2 - 0.5
+    centres_x = np.arange(-1, w + 1) * scale + scale / 2 - 0.5
     for r in range(rows):
         for c in range(cols):
             oy, ox = pad + r * (h * scale + pad), pad + c * (w * scale + pad)
-            ax.contour(centres_x + ox, centres_y + oy, m, levels=[0.5], colors=OUTLINE_COLOR, linewidths=1.0)
+            ax.contour(
+                centres_x + ox,
+                centres_y + oy,
+                m,
+                levels=[0.5],
+                colors=OUTLINE_COLOR,
+                linewidths=1.0,
+            )
 
 
-def labelled_grid(images, row_labels: Sequence[str], col_labels: Sequence[str], *, title: str | None = None,
-                  xlabel: str | None = None, ylabel: str | None = None, outline=None, scale: int | None = None,
-                  pad: int = 2, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
-    """A grid of images with a label per row and per column, and optionally the region's outline on every tile.
+def labelled_grid(
+    images,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    *,
+    title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    outline=None,
+    scale: int | None = None,
+    pad: int = 2,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+) -> np.ndarray:
+    """A grid of images with a label per row and per column, and optionally the region's outline on
+    every tile.
 
     Args:
       images: ``[rows, cols, H, W, C]``, uint8 or float in ``value_range``.
       row_labels: ``rows`` strings (e.g. the method); col_labels: ``cols`` strings (e.g. the step).
-      title, xlabel, ylabel: optional text above the grid, under the column labels, beside the row labels.
-      outline: optional region mask ``[H, W]`` (values in [0, 1]) whose boundary is drawn on every tile.
+      title, xlabel, ylabel: optional text above the grid, under the column labels, beside the row
+        labels.
+      outline: optional region mask ``[H, W]`` (values in [0, 1]) whose boundary is drawn on every
+        tile.
       scale: enlargement of each tile (default :func:`auto_scale`); pad: white pixels between tiles.
     Returns:
-      uint8 RGB ``[height, width, 3]``; the tiles keep their pixels (nearest-neighbour enlargement, no smoothing).
+      uint8 RGB ``[height, width, 3]``; the tiles keep their pixels (nearest-neighbour enlargement,
+      no smoothing).
     """
     imgs = _as_uint8(images, value_range)
     rows, cols, h, w, _ = imgs.shape
     if len(row_labels) != rows or len(col_labels) != cols:
-        raise ValueError(f"{rows}x{cols} images need {rows} row and {cols} column labels; got {len(row_labels)} "
-                         f"and {len(col_labels)}.")
+        raise ValueError(
+            f"{rows}x{cols} images need {rows} row and {cols} column labels; got "
+            f"{len(row_labels)} "
+            f"and {len(col_labels)}."
+        )
     scale = auto_scale(h) if scale is None else int(scale)
     grid = image_grid(imgs, scale=scale, pad=pad)
     if grid.shape[-1] == 1:
         grid = grid[..., 0]
     left = 16 + 7 * max(len(s) for s in row_labels) + (18 if ylabel else 0)
-    fig, ax = _grid_axes(grid, left, top=22 + (22 if title else 0), bottom=8 + (22 if xlabel else 0))
+    fig, ax = _grid_axes(
+        grid, left, top=22 + (22 if title else 0), bottom=8 + (22 if xlabel else 0)
+    )
     tile_h, tile_w = h * scale, w * scale
-    ax.set_xticks([pad + c * (tile_w + pad) + tile_w / 2 - 0.5 for c in range(cols)], list(col_labels))
-    ax.set_yticks([pad + r * (tile_h + pad) + tile_h / 2 - 0.5 for r in range(rows)], list(row_labels))
+    ax.set_xticks(
+        [pad + c * (tile_w + pad) + tile_w / 2 - 0.5 for c in range(cols)], list(col_labels)
+    )
+    ax.set_yticks(
+        [pad + r * (tile_h + pad) + tile_h / 2 - 0.5 for r in range(rows)], list(row_labels)
+    )
     _label(fig, ax, title, xlabel, ylabel)
     if outline is not None:
         _outline_tiles(ax, np.asarray(outline), rows, cols, scale, pad)
@@ -138,7 +176,9 @@ def _grid_axes(grid: np.ndarray, left: int, top: int, bottom: int, right: int = 
     fig = _canvas(left + grid.shape[1] + right, top + grid.shape[0] + bottom)
     fw, fh = fig.get_size_inches() * DPI
     ax = fig.add_axes((left / fw, bottom / fh, grid.shape[1] / fw, grid.shape[0] / fh))
-    ax.imshow(grid, interpolation="nearest", cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255)
+    ax.imshow(
+        grid, interpolation="nearest", cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255
+    )
     return fig, ax
 
 
@@ -157,11 +197,14 @@ def _label(fig, ax, title: str | None, xlabel: str | None, ylabel: str | None) -
         fig.suptitle(title, fontsize=FONT_SIZE + 1, y=1 - 4 / fh, va="top")
 
 
-def spectrum(spectra: Mapping[str, np.ndarray], title: str = "Eigenvalue spectra", size=(640, 420)) -> np.ndarray:
+def spectrum(
+    spectra: Mapping[str, np.ndarray], title: str = "Eigenvalue spectra", size=(640, 420)
+) -> np.ndarray:
     """A log-scale line plot of each region's generalized eigenvalues (descending), with a legend.
 
     Args:
-      spectra: ``{region: eigenvalues [k]}``; values <= 0 (round-off) are drawn at 1e-12 of the largest.
+      spectra: ``{region: eigenvalues [k]}``; values <= 0 (round-off) are drawn at 1e-12 of the
+        largest.
       title: the plot's title; size: ``(width, height)`` in pixels.
     Returns:
       uint8 RGB ``[height, width, 3]``.
@@ -174,7 +217,9 @@ def spectrum(spectra: Mapping[str, np.ndarray], title: str = "Eigenvalue spectra
     floor = 1e-12 * top if top > 0 else 1e-12
     for name, values in spectra.items():
         v = np.maximum(np.asarray(values, np.float64).reshape(-1), floor)
-        ax.semilogy(np.arange(1, v.size + 1), v, marker="o", markersize=3, linewidth=1.5, label=name)
+        ax.semilogy(
+            np.arange(1, v.size + 1), v, marker="o", markersize=3, linewidth=1.5, label=name
+        )
     ax.set_xlabel("eigenvalue index (largest first)")
     ax.set_ylabel("λ = region change / background change")
     ax.set_title(title)

@@ -1,11 +1,14 @@
 """Image regions: the paper's boxes and presets, masks from files and label maps, and mask algebra.
 
-Boxes use the paper's convention ``[center_row, center_col, height, width]`` on a 256x256 grid: the box covers
-rows ``center_row - height // 2`` up to (excluding) ``+ height`` and likewise for columns. On other resolutions the
-box edges are scaled by ``resolution / 256`` and rounded, so on a 256 grid a box is exactly the paper's.
+Boxes use the paper's convention ``[center_row, center_col, height, width]`` on a 256x256 grid: the
+box covers rows ``center_row - height // 2`` up to (excluding) ``+ height`` and likewise for
+columns. On other resolutions the box edges are scaled by ``resolution / 256`` and rounded, so on a
+256 grid a box is exactly the paper's.
 
-Masks are float32 arrays ``[H, W]`` with values in [0, 1] (binary or soft); a stack of R regions is ``[R, H, W]``.
+Masks are float32 arrays ``[H, W]`` with values in [0, 1] (binary or soft); a stack of R regions is
+``[R, H, W]``.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +20,8 @@ from regfac_jax import errors
 
 GRID = 256
 
-#: The presets of the paper's code, ``{dataset: {region: [center_row, center_col, height, width]}}`` on a 256 grid.
+#: The presets of the paper's code, ``{dataset: {region: [center_row, center_col, height, width]}}``
+#: on a 256 grid.
 PRESETS: Mapping[str, Mapping[str, tuple[int, int, int, int]]] = {
     "ffhq": {  # aligned faces (FFHQ, MetFaces)
         "eyes": (120, 128, 20, 115),
@@ -56,11 +60,14 @@ class RegionError(errors.UserError, ValueError):
     """A region or mask that cannot be used (empty, outside the image, wrong size, ...)."""
 
 
-def box_bounds(box: Sequence[float], resolution: int, grid: int = GRID) -> tuple[int, int, int, int]:
+def box_bounds(
+    box: Sequence[float], resolution: int, grid: int = GRID
+) -> tuple[int, int, int, int]:
     """Returns ``(row0, row1, col0, col1)`` (half-open) of a paper-convention box at ``resolution``.
 
     Raises:
-      RegionError: if the box has a non-positive size or reaches outside the ``grid`` x ``grid`` image.
+      RegionError: if the box has a non-positive size or reaches outside the ``grid`` x ``grid``
+        image.
     """
     if len(box) != 4:
         raise RegionError(f"A box is [center_row, center_col, height, width]; got {list(box)}.")
@@ -71,14 +78,17 @@ def box_bounds(box: Sequence[float], resolution: int, grid: int = GRID) -> tuple
     r1, c1 = r0 + h, c0 + w
     if r0 < 0 or c0 < 0 or r1 > grid or c1 > grid:
         raise RegionError(
-            f"Box {list(box)} covers rows {r0}..{r1} and columns {c0}..{c1}, outside the {grid}x{grid} grid the "
-            f"paper's boxes are defined on; move or shrink it.")
+            f"Box {list(box)} covers rows {r0}..{r1} and columns {c0}..{c1}, outside the "
+            f"{grid}x{grid} grid the "
+            f"paper's boxes are defined on; move or shrink it."
+        )
     s = resolution / grid
     return (int(round(r0 * s)), int(round(r1 * s)), int(round(c0 * s)), int(round(c1 * s)))
 
 
 def box_mask(box: Sequence[float], resolution: int, grid: int = GRID) -> np.ndarray:
-    """Binary mask ``[resolution, resolution]`` of a paper-convention box given on a ``grid`` grid."""
+    """Binary mask ``[resolution, resolution]`` of a paper-convention box given on a ``grid``
+    grid."""
     r0, r1, c0, c1 = box_bounds(box, resolution, grid)
     mask = np.zeros((resolution, resolution), np.float32)
     mask[r0:r1, c0:c1] = 1.0
@@ -90,7 +100,9 @@ def box_mask(box: Sequence[float], resolution: int, grid: int = GRID) -> np.ndar
 def preset_names(dataset: str) -> list[str]:
     """The region presets defined for ``dataset``."""
     if dataset not in PRESETS:
-        raise RegionError(f"No region presets for dataset {dataset!r}; datasets with presets: {sorted(PRESETS)}.")
+        raise RegionError(
+            f"No region presets for dataset {dataset!r}; datasets with presets: {sorted(PRESETS)}."
+        )
     return sorted(PRESETS[dataset])
 
 
@@ -98,8 +110,10 @@ def preset_box(dataset: str, region: str) -> tuple[int, int, int, int]:
     """The paper's box for ``region`` of ``dataset`` (on the 256 grid)."""
     names = preset_names(dataset)
     if region not in PRESETS[dataset]:
-        raise RegionError(f"Region preset {region!r} does not exist for dataset {dataset!r}; "
-                          f"available: {', '.join(names)}.")
+        raise RegionError(
+            f"Region preset {region!r} does not exist for dataset {dataset!r}; "
+            f"available: {', '.join(names)}."
+        )
     return PRESETS[dataset][region]
 
 
@@ -116,18 +130,26 @@ def _resize(array: np.ndarray, resolution: int, nearest: bool) -> np.ndarray:
     return np.asarray(img.resize((resolution, resolution), method), np.float32)
 
 
-def mask_from_array(array, resolution: int, soft: bool = False, threshold: float = 0.5) -> np.ndarray:
-    """A mask from an image-like array ``[h, w]`` or ``[h, w, c]`` of any size, resized to ``resolution``.
+def mask_from_array(
+    array, resolution: int, soft: bool = False, threshold: float = 0.5
+) -> np.ndarray:
+    """A mask from an image-like array ``[h, w]`` or ``[h, w, c]`` of any size, resized to
+    ``resolution``.
 
-    Values are scaled to [0, 1] (uint8 by 255; other inputs must already lie in [0, 1]). Binary masks
-    (``soft=False``) are resized by nearest neighbour, then thresholded; soft masks bilinearly.
+    Values are scaled to [0, 1] (uint8 by 255; other inputs must already lie in [0, 1]). Binary
+    masks (``soft=False``) are resized by nearest neighbour, then thresholded; soft masks
+    bilinearly.
     """
     a = np.asarray(array)
     if a.ndim == 3:
         a = a[..., :3].mean(axis=-1) if a.shape[-1] >= 3 else a[..., 0]
     if a.ndim != 2:
         raise RegionError(f"A mask image must be [h, w] or [h, w, c]; got shape {a.shape}.")
-    a = a.astype(np.float32) / 255.0 if np.asarray(array).dtype == np.uint8 else a.astype(np.float32)
+    a = (
+        a.astype(np.float32) / 255.0
+        if np.asarray(array).dtype == np.uint8
+        else a.astype(np.float32)
+    )
     if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 1:
         raise RegionError("Mask values must be finite and in [0, 1] (or uint8 0..255).")
     out = _resize(a, resolution, nearest=not soft)
@@ -137,8 +159,8 @@ def mask_from_array(array, resolution: int, soft: bool = False, threshold: float
 
 
 def _read_array_file(path: str | os.PathLike, what: str, grey: bool) -> np.ndarray:
-    """A ``.npy`` array or an image (PNG, ...; converted to 8-bit grey if ``grey``, else its raw values, e.g. a
-    palette image's indices); non-finite values are refused, naming the file."""
+    """A ``.npy`` array or an image (PNG, ...; converted to 8-bit grey if ``grey``, else its raw
+    values, e.g. a palette image's indices); non-finite values are refused, naming the file."""
     from PIL import Image
 
     if not os.path.isfile(path):
@@ -147,24 +169,33 @@ def _read_array_file(path: str | os.PathLike, what: str, grey: bool) -> np.ndarr
         try:
             arr = np.load(path, allow_pickle=False)
         except ValueError as err:
-            raise RegionError(f"{os.fspath(path)}: not a plain numeric .npy array ({err}).") from None
+            raise RegionError(
+                f"{os.fspath(path)}: not a plain numeric .npy array ({err})."
+            ) from None
         if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
-            raise RegionError(f"{os.fspath(path)}: a {what} must be numeric; got dtype {arr.dtype}.")
+            raise RegionError(
+                f"{os.fspath(path)}: a {what} must be numeric; got dtype {arr.dtype}."
+            )
         if not np.all(np.isfinite(arr)):
-            raise RegionError(f"{os.fspath(path)}: the {what} holds {int((~np.isfinite(arr)).sum())} NaN or inf "
-                              "values; fix or replace the file.")
+            raise RegionError(
+                f"{os.fspath(path)}: the {what} holds "
+                f"{int((~np.isfinite(arr)).sum())} NaN or inf "
+                "values; fix or replace the file."
+            )
         return arr
     with Image.open(path) as img:
         return np.asarray(img.convert("L") if grey else img)
 
 
-def mask_from_file(path: str | os.PathLike, resolution: int, soft: bool = False,
-                   threshold: float = 0.5) -> np.ndarray:
-    """A mask from an image file (PNG, ...; white = region) or a ``.npy`` array in [0, 1], any size, resized to
-    ``resolution``.
+def mask_from_file(
+    path: str | os.PathLike, resolution: int, soft: bool = False, threshold: float = 0.5
+) -> np.ndarray:
+    """A mask from an image file (PNG, ...; white = region) or a ``.npy`` array in [0, 1], any size,
+    resized to ``resolution``.
 
     Raises:
-      RegionError: the file is missing, holds NaN/inf or values outside [0, 1] (the message names the file).
+      RegionError: the file is missing, holds NaN/inf or values outside [0, 1] (the message names
+        the file).
     """
     arr = _read_array_file(path, "mask", grey=True)
     try:
@@ -174,7 +205,8 @@ def mask_from_file(path: str | os.PathLike, resolution: int, soft: bool = False,
 
 
 def load_label_map(path: str | os.PathLike) -> np.ndarray:
-    """A segmentation label map ``[h, w]`` from a ``.npy`` array or an image file (PNG: its raw values).
+    """A segmentation label map ``[h, w]`` from a ``.npy`` array or an image file (PNG: its raw
+    values).
 
     Raises:
       RegionError: the file is missing or holds NaN/inf (the message names the file).
@@ -183,14 +215,17 @@ def load_label_map(path: str | os.PathLike) -> np.ndarray:
 
 
 def mask_from_labels(label_map, labels: Sequence[int], resolution: int) -> np.ndarray:
-    """Binary mask of the pixels whose segmentation label is in ``labels``, resized by nearest neighbour."""
+    """Binary mask of the pixels whose segmentation label is in ``labels``, resized by nearest
+    neighbour."""
     lm = np.asarray(label_map)
     if lm.ndim != 2:
         raise RegionError(f"A label map must be [h, w]; got shape {lm.shape}.")
     mask = np.isin(lm, np.asarray(list(labels))).astype(np.float32)
     if not mask.any():
         present = np.unique(lm)[:20].tolist()
-        raise RegionError(f"None of the labels {list(labels)} occur in the label map (labels present: {present}).")
+        raise RegionError(
+            f"None of the labels {list(labels)} occur in the label map (labels present: {present})."
+        )
     return mask_from_array(mask, resolution, soft=False)
 
 
@@ -213,8 +248,8 @@ def validate_masks(masks, image_hw: tuple[int, int]) -> np.ndarray:
     """Checks a mask stack against an image size and returns it as float32 ``[R, H, W]``.
 
     Raises:
-      RegionError: wrong size, values outside [0, 1] or non-finite, an empty region, or a region that covers the
-        whole image (leaving no background to keep unchanged).
+      RegionError: wrong size, values outside [0, 1] or non-finite, an empty region, or a region
+        that covers the whole image (leaving no background to keep unchanged).
     """
     m = np.asarray(masks, np.float32)
     if m.ndim == 2:
@@ -222,13 +257,18 @@ def validate_masks(masks, image_hw: tuple[int, int]) -> np.ndarray:
     if m.ndim != 3:
         raise RegionError(f"Masks must be [H, W] or [R, H, W]; got shape {m.shape}.")
     if m.shape[1:] != tuple(image_hw):
-        raise RegionError(f"Mask size {m.shape[1:]} does not match the image size {tuple(image_hw)}; build the mask "
-                          f"at the generator's (or the preprocessed Jacobian's) resolution.")
+        raise RegionError(
+            f"Mask size {m.shape[1:]} does not match the image size "
+            f"{tuple(image_hw)}; build the mask "
+            f"at the generator's (or the preprocessed Jacobian's) resolution."
+        )
     if not np.all(np.isfinite(m)) or m.min() < 0 or m.max() > 1:
         raise RegionError("Mask values must be finite and in [0, 1].")
     for r in range(m.shape[0]):
         if m[r].sum() <= 0:
             raise RegionError(f"Region {r} is empty: its mask has no pixel set.")
         if (1.0 - m[r]).sum() <= 0:
-            raise RegionError(f"Region {r} covers the whole image: there is no background to keep unchanged.")
+            raise RegionError(
+                f"Region {r} covers the whole image: there is no background to keep unchanged."
+            )
     return m

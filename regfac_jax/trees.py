@@ -1,4 +1,5 @@
 """Dotted names <-> nested dicts: the rule that maps official state_dict keys to parameter trees."""
+
 from __future__ import annotations
 
 from typing import Mapping

@@ -1,4 +1,5 @@
 """Shared test fixtures: the reference data folder and a float64 switch."""
+
 from __future__ import annotations
 
 import pathlib

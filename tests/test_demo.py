@@ -1,4 +1,6 @@
-"""The demo model's training pieces (init, discriminator, losses, EMA), the shipped generator, and the demo."""
+"""The demo model's training pieces (init, discriminator, losses, EMA), the shipped generator, and
+the demo."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,17 +13,16 @@ import pytest
 
 from converters import stylegan2 as sg2_converter
 from regfac_jax import demo
-from regfac_jax.demo import training
-from regfac_jax.demo import faces
 from regfac_jax.demo import discriminator as disc
+from regfac_jax.demo import faces, training
 from regfac_jax.ops.upfirdn2d import setup_filter, upfirdn2d
 
 TINY = demo.demo_generator_config(tiny=True)
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Training pieces
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def _shapes(tree):
     return jax.tree.map(lambda a: tuple(np.shape(a)), tree)
 
@@ -29,8 +30,10 @@ def _shapes(tree):
 def test_init_stylegan2_has_the_converters_tree():
     config = demo.demo_generator_config()
     rng = np.random.default_rng(0)
-    sd = {key: rng.standard_normal(shape).astype(np.float32) for key, shape, _ in
-          sg2_converter.state_dict_layout(config)}
+    sd = {
+        key: rng.standard_normal(shape).astype(np.float32)
+        for key, shape, _ in sg2_converter.state_dict_layout(config)
+    }
     converted = sg2_converter.convert(sd, config)
     params, buffers = training.init_stylegan2(jax.random.key(0), config)
     assert _shapes(params) == _shapes(converted.params)
@@ -39,9 +42,13 @@ def test_init_stylegan2_has_the_converters_tree():
     assert float(jnp.abs(buffers["mapping"]["w_avg"]).max()) == 0.0
     b8 = params["synthesis"]["b8"]
     assert float(jnp.abs(b8["conv0"]["affine"]["bias"] - 1).max()) == 0.0
-    assert float(jnp.abs(b8["conv0"]["bias"]).max()) == 0.0 and float(b8["conv0"]["noise_strength"]) == 0.0
+    assert (
+        float(jnp.abs(b8["conv0"]["bias"]).max()) == 0.0
+        and float(b8["conv0"]["noise_strength"]) == 0.0
+    )
     w = np.asarray(b8["conv1"]["weight"])
-    assert abs(w.std() - 1) < 0.05  # 9 * 64 * 64 draws from N(0, 1): the std is within 1% with overwhelming odds
+    # 9 * 64 * 64 draws from N(0, 1): the std is within 1% with overwhelming odds
+    assert abs(w.std() - 1) < 0.05
     fc = np.asarray(params["mapping"]["fc0"]["weight"])
     assert abs(fc.std() * 0.01 - 1) < 0.05  # stored N(0, 1) / lr_multiplier (0.01); 4096 draws
 
@@ -61,7 +68,8 @@ def test_minibatch_std_against_a_loop():
     assert out.shape == (8, 4, 4, 4)
     np.testing.assert_array_equal(out[..., :3], x)
     for i in range(8):
-        group = x[[j for j in range(8) if j % 2 == i % 2]]  # N/G = 2 groups: sample i goes with i % 2
+        # N/G = 2 groups: sample i goes with i % 2
+        group = x[[j for j in range(8) if j % 2 == i % 2]]
         expected = np.sqrt(group.var(axis=0) + 1e-8).mean()
         np.testing.assert_allclose(out[i, ..., 3], expected, rtol=1e-5)  # float32 mean of 48 values
     with pytest.raises(ValueError, match="multiple of the minibatch-std group"):
@@ -78,16 +86,20 @@ def test_discriminator_shapes_and_errors():
 
 def test_r1_penalty_of_a_linear_discriminator():
     c = jax.random.normal(jax.random.key(1), (4, 4, 3))
-    r1 = training.r1_penalty(lambda p, x: jnp.sum(x * p, axis=(1, 2, 3)), c, jnp.zeros((3, 4, 4, 3)))
+    r1 = training.r1_penalty(
+        lambda p, x: jnp.sum(x * p, axis=(1, 2, 3)), c, jnp.zeros((3, 4, 4, 3))
+    )
     # dD/dx = c for every sample, so the penalty is |c|^2 (float32 sum of 48 squares).
-    np.testing.assert_allclose(r1, float(jnp.sum(c ** 2)) * np.ones(3), rtol=1e-6)
+    np.testing.assert_allclose(r1, float(jnp.sum(c**2)) * np.ones(3), rtol=1e-6)
 
 
 def test_ema_beta_follows_the_official_schedule():
     cfg = training.TrainConfig(batch_size=16, ema_kimg=10.0, ema_rampup=0.05)
     # Step 0: ema_nimg = 16 * 0.05 images; late: 10k images.
     np.testing.assert_allclose(training.ema_beta(jnp.asarray(0), cfg), 0.5 ** (16 / 0.8), rtol=1e-5)
-    np.testing.assert_allclose(training.ema_beta(jnp.asarray(10 ** 6), cfg), 0.5 ** (16 / 1e4), rtol=1e-6)
+    np.testing.assert_allclose(
+        training.ema_beta(jnp.asarray(10**6), cfg), 0.5 ** (16 / 1e4), rtol=1e-6
+    )
 
 
 def test_one_training_step_moves_everything():
@@ -113,9 +125,9 @@ def test_one_training_step_moves_everything():
     assert float(jnp.abs(ema - g).max()) < 1e-3 * float(jnp.abs(g).max())
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The shipped generator and the export format
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shipped():
     return demo.load_demo_generator()
@@ -124,7 +136,11 @@ def shipped():
 def test_shipped_generator_loads_and_makes_faces(shipped):
     assert shipped.kind == "stylegan2" and shipped.img_resolution == 32
     assert shipped.demo_info["steps"] > 0 and "command" in shipped.demo_info
-    imgs = np.asarray(shipped.generate(jax.random.normal(jax.random.key(0), (8, shipped.z_dim)), truncation_psi=0.7))
+    imgs = np.asarray(
+        shipped.generate(
+            jax.random.normal(jax.random.key(0), (8, shipped.z_dim)), truncation_psi=0.7
+        )
+    )
     assert imgs.shape == (8, 32, 32, 3) and np.isfinite(imgs).all()
     # Faces have a skin-coloured centre: red above blue at the cheeks, as in every procedural face.
     cheeks = faces.region_statistics(imgs)["cheeks"]
@@ -135,7 +151,8 @@ def test_export_roundtrip_and_checksums(tmp_path, shipped):
     out = demo.export_generator(shipped, tmp_path / "g", {"steps": 1})
     again = demo.load_demo_generator(out)
     for a, b in zip(jax.tree.leaves(shipped.params), jax.tree.leaves(again.params), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # float32 stored as float32: exact
+        # float32 stored as float32: exact
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     data = bytearray((out / demo.GENERATOR_FILE).read_bytes())
     data[-10] ^= 0xFF
     (out / demo.GENERATOR_FILE).write_bytes(bytes(data))
@@ -145,12 +162,20 @@ def test_export_roundtrip_and_checksums(tmp_path, shipped):
         demo.load_demo_generator(tmp_path / "nowhere")
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The demo, reduced
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def test_reduced_demo_writes_its_outputs(tmp_path, shipped):
-    cfg = demo.DemoConfig(num_discovery=2, num_eval=4, num_ganspace=256, calibration_iters=8, robustness=False,
-                          grid_samples=2, grid_steps=3, rpca_max_iter=50)
+    cfg = demo.DemoConfig(
+        num_discovery=2,
+        num_eval=4,
+        num_ganspace=256,
+        calibration_iters=8,
+        robustness=False,
+        grid_samples=2,
+        grid_steps=3,
+        rpca_max_iter=50,
+    )
     report = demo.run_demo(tmp_path / "run", cfg, gen=shipped, progress=False)
     locality = json.loads((tmp_path / "run" / "locality.json").read_text())
     assert set(locality) == set(cfg.regions)

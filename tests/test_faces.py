@@ -1,4 +1,6 @@
-"""The procedural faces: determinism, value range, and factors that stay inside their known regions."""
+"""The procedural faces: determinism, value range, and factors that stay inside their known
+regions."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +19,9 @@ def test_same_seed_same_faces_and_range():
 
 
 @pytest.mark.parametrize("resolution", [32, 64])
-@pytest.mark.parametrize("factor", [f for f, r in faces.FACTOR_REGION.items() if r in faces.REGION_BOXES])
+@pytest.mark.parametrize(
+    "factor", [f for f, r in faces.FACTOR_REGION.items() if r in faces.REGION_BOXES]
+)
 def test_local_factor_changes_only_its_region(factor, resolution):
     footprint = faces.factor_footprint(factor, resolution, num=32)
     mask = regions.box_mask(faces.REGION_BOXES[faces.FACTOR_REGION[factor]], resolution)

@@ -1,4 +1,5 @@
 """Boxes, presets, masks from files and label maps, mask algebra; edits in W, W+ and Z."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -1,10 +1,12 @@
 """The browser interface (gradio): widgets wired to :mod:`experiments.app.core`, nothing more.
 
-Every handler takes the session from a ``gr.State``, calls one core function and returns the widgets to update;
-a :class:`core.AppError` (or a region error from the library) becomes a message in the status line and leaves the
-rest of the page as it was, so bad input never takes the server down. Each event has an ``api_name`` so that
-``gradio_client`` drives the same code the page does (tests/test_app.py).
+Every handler takes the session from a ``gr.State``, calls one core function and returns the widgets
+to update; a :class:`core.AppError` (or a region error from the library) becomes a message in the
+status line and leaves the rest of the page as it was, so bad input never takes the server down.
+Each event has an ``api_name`` so that ``gradio_client`` drives the same code the page does
+(tests/test_app.py).
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,14 +24,19 @@ from experiments.app import core  # noqa: E402
 
 log = logging.getLogger("regfac_jax.app")
 
-INTRO = ("**Region-based directions (ReSeFa).** Pick a sample by seed (or upload a photo), mark a region: click two "
-         "corners of a box on the image, choose a preset, or paint with the brush. Then compute the directions and "
-         "move the sliders: the edited image updates live, with the region outlined.")
+INTRO = (
+    "**Region-based directions (ReSeFa).** Pick a sample by seed (or upload a photo), mark a "
+    "region: click two "
+    "corners of a box on the image, choose a preset, or paint with the brush. Then compute "
+    "the directions and "
+    "move the sliders: the edited image updates live, with the region outlined."
+)
 NO_INVERSION = "Inversion is not available in this build (regfac_jax.inversion is missing): pick samples by seed."
 
 
 class EditorApp:
-    """Server-wide state: the configuration, the default model (or why it failed to load) and loaded models."""
+    """Server-wide state: the configuration, the default model (or why it failed to load) and loaded
+    models."""
 
     def __init__(self, cfg, model: core.Model | None = None, load_error: str | None = None):
         self.cfg = cfg
@@ -42,7 +49,8 @@ class EditorApp:
 
     @classmethod
     def from_config(cls, cfg) -> "EditorApp":
-        """Loads ``cfg.model``; a failure is kept as a message for the page instead of stopping the server."""
+        """Loads ``cfg.model``; a failure is kept as a message for the page instead of stopping the
+        server."""
         try:
             return cls(cfg, core.load_model(cfg))
         except core.AppError as err:
@@ -67,7 +75,9 @@ def _error_text(err: Exception) -> str:
 
 
 def guarded(status_component):
-    """Turns AppError / ValueError from a handler into a status message; other errors are logged and reported."""
+    """Turns AppError / ValueError from a handler into a status message; other errors are logged and
+    reported."""
+
     def wrap(fn):
         @functools.wraps(fn)
         def inner(*args, **kwargs):
@@ -77,9 +87,14 @@ def guarded(status_component):
                 return {status_component: _error_text(err)}
             except Exception as err:  # noqa: BLE001 -- the server must stay up whatever a handler meets
                 log.error("handler %s failed:\n%s", fn.__name__, traceback.format_exc())
-                return {status_component: _error_text(f"internal error ({type(err).__name__}: {err}); see the "
-                                                       "server log.")}
+                return {
+                    status_component: _error_text(
+                        f"internal error ({type(err).__name__}: {err}); see the server log."
+                    )
+                }
+
         return inner
+
     return wrap
 
 
@@ -93,22 +108,51 @@ def build(app: EditorApp) -> gr.Blocks:
             with gr.Column(scale=1, min_width=300):
                 w = _controls(app)
             with gr.Column(scale=1, min_width=300):
-                view = gr.Image(label="Edited image (click two corners to draw a box)", type="numpy",
-                                interactive=False, elem_id="view", image_mode="RGB", format="png",
-                                buttons=["download"], height=300)
+                view = gr.Image(
+                    label="Edited image (click two corners to draw a box)",
+                    type="numpy",
+                    interactive=False,
+                    elem_id="view",
+                    image_mode="RGB",
+                    format="png",
+                    buttons=["download"],
+                    height=300,
+                )
                 outline = gr.Checkbox(True, label="Show the region outline", elem_id="outline")
-                sliders = [gr.Slider(-3, 3, 0, step=0.05, label=f"#{i + 1}", visible=False, elem_id=f"slider{i}")
-                           for i in range(core.K_MAX)]
+                sliders = [
+                    gr.Slider(
+                        -3, 3, 0, step=0.05, label=f"#{i + 1}", visible=False, elem_id=f"slider{i}"
+                    )
+                    for i in range(core.K_MAX)
+                ]
                 reset = gr.Button("Reset the sliders", size="sm")
             with gr.Column(scale=1, min_width=300):
-                spectrum = gr.BarPlot(None, x="direction", y="log10 value", elem_id="spectrum", height=260,
-                                      label="Spectrum: log10 of n^T A n / n^T B n (ReSeFa: its eigenvalues)")
+                spectrum = gr.BarPlot(
+                    None,
+                    x="direction",
+                    y="log10 value",
+                    elem_id="spectrum",
+                    height=260,
+                    label="Spectrum: log10 of n^T A n / n^T B n (ReSeFa: its eigenvalues)",
+                )
                 npy_button = gr.Button("Export the directions (.npy, [k, d])")
                 npy_file = gr.File(label="Directions", interactive=False, elem_id="npy_file")
                 gif_button = gr.Button("Export a GIF of the edit")
                 gif_file = gr.File(label="GIF", interactive=False, elem_id="gif_file")
-        parts = dict(w, state=state, status=status, view=view, outline=outline, sliders=sliders, spectrum=spectrum,
-                     npy_file=npy_file, gif_file=gif_file, reset=reset, npy_button=npy_button, gif_button=gif_button)
+        parts = dict(
+            w,
+            state=state,
+            status=status,
+            view=view,
+            outline=outline,
+            sliders=sliders,
+            spectrum=spectrum,
+            npy_file=npy_file,
+            gif_file=gif_file,
+            reset=reset,
+            npy_button=npy_button,
+            gif_button=gif_button,
+        )
         _wire(app, page, parts)
     return page
 
@@ -129,9 +173,14 @@ def _controls(app: EditorApp) -> dict:
 
 def _model_controls(app: EditorApp, model: core.Model | None) -> dict:
     with gr.Accordion("Model", open=app.load_error is not None):
-        model_info = gr.Markdown(model.describe() if model else "no model loaded", elem_id="model_info")
-        spec = gr.Textbox(app.default_spec, label="Model: 'demo', 'fixture:<name>', a checkpoint or a directory",
-                          elem_id="model_spec")
+        model_info = gr.Markdown(
+            model.describe() if model else "no model loaded", elem_id="model_info"
+        )
+        spec = gr.Textbox(
+            app.default_spec,
+            label="Model: 'demo', 'fixture:<name>', a checkpoint or a directory",
+            elem_id="model_spec",
+        )
         load = gr.Button("Load the model", size="sm")
     return dict(model_info=model_info, spec=spec, load=load)
 
@@ -143,7 +192,9 @@ def _subject_controls() -> dict:
     with gr.Accordion("Upload a real image", open=False):
         note = "" if core.inversion_available() else NO_INVERSION
         gr.Markdown(note, elem_id="inversion_note")
-        upload_file = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="upload")
+        upload_file = gr.File(
+            label="Image", file_types=["image"], type="filepath", elem_id="upload"
+        )
         steps = gr.Number(200, label="Inversion steps", precision=0, minimum=1)
         invert = gr.Button("Invert and edit it")
     return dict(seed=seed, show=show, upload_file=upload_file, steps=steps, invert=invert)
@@ -152,34 +203,63 @@ def _subject_controls() -> dict:
 def _region_controls(presets: list[str]) -> dict:
     with gr.Tabs():
         with gr.Tab("Box"):
-            box = gr.Textbox("", label="Box: row0, col0, row1, col1 (model pixels, end excluded)", elem_id="box")
+            box = gr.Textbox(
+                "", label="Box: row0, col0, row1, col1 (model pixels, end excluded)", elem_id="box"
+            )
             preset = gr.Dropdown(presets, value=None, label="Or a preset region", elem_id="preset")
         with gr.Tab("Brush"):
-            editor = gr.ImageEditor(type="numpy", image_mode="RGBA", sources=(), transforms=(), layers=False,
-                                    brush=gr.Brush(colors=["#ff3030"], color_mode="fixed", default_size=12),
-                                    canvas_size=(core.DISPLAY_SIZE, core.DISPLAY_SIZE), label="Paint the region",
-                                    elem_id="brush")
+            editor = gr.ImageEditor(
+                type="numpy",
+                image_mode="RGBA",
+                sources=(),
+                transforms=(),
+                layers=False,
+                brush=gr.Brush(colors=["#ff3030"], color_mode="fixed", default_size=12),
+                canvas_size=(core.DISPLAY_SIZE, core.DISPLAY_SIZE),
+                label="Paint the region",
+                elem_id="brush",
+            )
             use_brush = gr.Button("Use the painted region")
     return dict(box=box, preset=preset, editor=editor, use_brush=use_brush)
 
 
 def _method_controls() -> dict:
-    method = gr.Dropdown([(label, key) for key, label in core.METHOD_LABELS.items()], value="resefa",
-                         label="Method", elem_id="method")
-    num = gr.Slider(1, 64, 16, step=1, label="Samples N (the image shown and N - 1 more from the seed)",
-                    elem_id="num_samples")
+    method = gr.Dropdown(
+        [(label, key) for key, label in core.METHOD_LABELS.items()],
+        value="resefa",
+        label="Method",
+        elem_id="method",
+    )
+    num = gr.Slider(
+        1,
+        64,
+        16,
+        step=1,
+        label="Samples N (the image shown and N - 1 more from the seed)",
+        elem_id="num_samples",
+    )
     k = gr.Slider(1, core.K_MAX, 5, step=1, label="Directions shown (top k)", elem_id="k")
     compute = gr.Button("Compute the directions", variant="primary", elem_id="compute")
     return dict(method=method, num=num, k=k, compute=compute)
 
 
 def _subject_outputs(p: dict, session: core.Session, message: str) -> dict:
-    """Everything that changes when the subject (or model) changes: image, brush background, cleared results."""
+    """Everything that changes when the subject (or model) changes: image, brush background, cleared
+    results."""
     view = core.render_view(session)
-    out = {p["state"]: session, p["status"]: message, p["view"]: view, p["spectrum"]: None,
-           p["editor"]: {"background": core.display(session, session.base, outline=False), "layers": [],
-                         "composite": None}}
-    kept = 0 if session.dirs is None else session.dirs.shape[0]  # directions carry over to a new subject
+    out = {
+        p["state"]: session,
+        p["status"]: message,
+        p["view"]: view,
+        p["spectrum"]: None,
+        p["editor"]: {
+            "background": core.display(session, session.base, outline=False),
+            "layers": [],
+            "composite": None,
+        },
+    }
+    # directions carry over to a new subject
+    kept = 0 if session.dirs is None else session.dirs.shape[0]
     out.update({s: gr.update(visible=i < kept, value=0) for i, s in enumerate(p["sliders"])})
     if kept:
         out[p["spectrum"]] = _spectrum(session)
@@ -187,8 +267,12 @@ def _subject_outputs(p: dict, session: core.Session, message: str) -> dict:
 
 
 def _region_outputs(p: dict, session: core.Session) -> dict:
-    out = {p["state"]: session, p["view"]: core.render_view(session), p["spectrum"]: None,
-           p["status"]: f"Region: {session.region}. Now compute the directions."}
+    out = {
+        p["state"]: session,
+        p["view"]: core.render_view(session),
+        p["spectrum"]: None,
+        p["status"]: f"Region: {session.region}. Now compute the directions.",
+    }
     out.update({s: gr.update(visible=False, value=0) for s in p["sliders"]})
     return out
 
@@ -204,7 +288,8 @@ def _region_targets(p: dict) -> list:
 
 
 def _wire(app: EditorApp, page: gr.Blocks, p: dict) -> None:
-    """Connects every interaction's handlers to the page, in this order (gradio numbers the events so)."""
+    """Connects every interaction's handlers to the page, in this order (gradio numbers the events
+    so)."""
     _wire_subject(app, page, p)
     _wire_upload(app, p)
     _wire_click(app, p)
@@ -216,6 +301,7 @@ def _wire(app: EditorApp, page: gr.Blocks, p: dict) -> None:
 
 def _wire_subject(app: EditorApp, page: gr.Blocks, p: dict) -> None:
     """The page's first subject, a sample by seed, and loading another model."""
+
     @guarded(p["status"])
     def on_start(state):
         session = app.session(state)
@@ -224,7 +310,9 @@ def _wire_subject(app: EditorApp, page: gr.Blocks, p: dict) -> None:
     @guarded(p["status"])
     def on_seed(state, seed):
         session = core.select_seed(app.session(state), seed)
-        return _subject_outputs(p, session, f"Showing {session.source}; draw a region{_kept(session)}.")
+        return _subject_outputs(
+            p, session, f"Showing {session.source}; draw a region{_kept(session)}."
+        )
 
     @guarded(p["status"])
     def on_load(spec):
@@ -239,39 +327,58 @@ def _wire_subject(app: EditorApp, page: gr.Blocks, p: dict) -> None:
     page.load(on_start, [p["state"]], subject_out, api_visibility="private")
     p["show"].click(on_seed, [p["state"], p["seed"]], subject_out, api_name="show_sample")
     p["seed"].submit(on_seed, [p["state"], p["seed"]], subject_out, api_visibility="private")
-    p["load"].click(on_load, [p["spec"]], subject_out + [p["model_info"], p["preset"]], api_name="load_model")
+    p["load"].click(
+        on_load, [p["spec"]], subject_out + [p["model_info"], p["preset"]], api_name="load_model"
+    )
 
 
 def _wire_upload(app: EditorApp, p: dict) -> None:
     """Inverting an uploaded photo and making it the subject."""
+
     # gradio finds its progress tracker by the type of this default (its documented idiom): a call.
     @guarded(p["status"])
     def on_upload(state, path, steps, progress=gr.Progress()):  # noqa: B008
         if not path:
             raise core.AppError("Choose an image file to upload first.")
         session = core.upload(app.session(state), path, steps, lambda f, d: progress(f, desc=d))
-        return _subject_outputs(p, session, f"Showing the inverted {session.source}; draw a region{_kept(session)}.")
+        return _subject_outputs(
+            p, session, f"Showing the inverted {session.source}; draw a region{_kept(session)}."
+        )
 
-    p["invert"].click(on_upload, [p["state"], p["upload_file"], p["steps"]], _subject_targets(p), api_name="upload")
+    p["invert"].click(
+        on_upload,
+        [p["state"], p["upload_file"], p["steps"]],
+        _subject_targets(p),
+        api_name="upload",
+    )
 
 
 def _wire_click(app: EditorApp, p: dict) -> None:
     """A box drawn by two clicks on the image."""
+
     @guarded(p["status"])
     def on_click(state, evt: gr.SelectData):
         session = core.click(app.session(state), evt.index[0], evt.index[1])
         if session.corner is not None:
-            return {p["state"]: session, p["status"]: f"First corner at row {session.corner[0]}, column "
-                                                      f"{session.corner[1]}; click the opposite corner."}
+            return {
+                p["state"]: session,
+                p["status"]: f"First corner at row {session.corner[0]}, "
+                "column "
+                f"{session.corner[1]}; click the opposite "
+                "corner.",
+            }
         out = _region_outputs(p, session)
         out[p["box"]] = ", ".join(str(v) for v in _box_of(session))
         return out
 
-    p["view"].select(on_click, [p["state"]], _region_targets(p) + [p["box"]], api_visibility="private")
+    p["view"].select(
+        on_click, [p["state"]], _region_targets(p) + [p["box"]], api_visibility="private"
+    )
 
 
 def _wire_region(app: EditorApp, p: dict) -> None:
     """A region typed as a box, picked as a preset, or painted with the brush."""
+
     @guarded(p["status"])
     def on_box(state, text):
         return _region_outputs(p, core.set_box(app.session(state), *core.parse_box(text)))
@@ -297,17 +404,29 @@ def _compute_outputs(p: dict, session: core.Session, method: str, num) -> dict:
     """The page after computing: the view, the spectrum and one labelled slider per direction."""
     r = core.slider_range(session.model)
     labels = core.slider_labels(session)
-    out = {p["state"]: session, p["view"]: core.render_view(session), p["spectrum"]: _spectrum(session),
-           p["status"]: f"{core.METHOD_LABELS[method]}: {len(labels)} directions for the {session.region} from "
-                        f"{int(num)} samples. Move the sliders."}
+    out = {
+        p["state"]: session,
+        p["view"]: core.render_view(session),
+        p["spectrum"]: _spectrum(session),
+        p["status"]: f"{core.METHOD_LABELS[method]}: {len(labels)} directions for the "
+        f"{session.region} from "
+        f"{int(num)} samples. Move the sliders.",
+    }
     for i, s in enumerate(p["sliders"]):
-        out[s] = gr.update(visible=i < len(labels), label=labels[i] if i < len(labels) else f"#{i + 1}",
-                           minimum=-r, maximum=r, step=r / 60, value=0)
+        out[s] = gr.update(
+            visible=i < len(labels),
+            label=labels[i] if i < len(labels) else f"#{i + 1}",
+            minimum=-r,
+            maximum=r,
+            step=r / 60,
+            value=0,
+        )
     return out
 
 
 def _wire_compute(app: EditorApp, p: dict) -> None:
     """Computing the directions of the marked region."""
+
     # gradio finds its progress tracker by the type of this default (its documented idiom): a call.
     @guarded(p["status"])
     def on_compute(state, method, num, k, progress=gr.Progress()):  # noqa: B008
@@ -332,9 +451,18 @@ def _wire_sliders(app: EditorApp, p: dict) -> None:
         out.update({s: 0 for s in sliders})
         return out
 
-    gr.on([s.input for s in sliders] + [p["outline"].input], on_edit, [p["state"], p["outline"], *sliders],
-          [p["view"], status], api_name="edit", trigger_mode="always_last", show_progress="hidden")
-    p["reset"].click(on_reset, [p["state"], p["outline"]], [p["view"], status, *sliders], api_name="reset")
+    gr.on(
+        [s.input for s in sliders] + [p["outline"].input],
+        on_edit,
+        [p["state"], p["outline"], *sliders],
+        [p["view"], status],
+        api_name="edit",
+        trigger_mode="always_last",
+        show_progress="hidden",
+    )
+    p["reset"].click(
+        on_reset, [p["state"], p["outline"]], [p["view"], status, *sliders], api_name="reset"
+    )
 
 
 def _wire_export(app: EditorApp, p: dict) -> None:
@@ -352,7 +480,9 @@ def _wire_export(app: EditorApp, p: dict) -> None:
         return {p["gif_file"]: str(path), status: f"Wrote {path.name}."}
 
     p["npy_button"].click(on_npy, [p["state"]], [p["npy_file"], status], api_name="export_npy")
-    p["gif_button"].click(on_gif, [p["state"], *p["sliders"]], [p["gif_file"], status], api_name="export_gif")
+    p["gif_button"].click(
+        on_gif, [p["state"], *p["sliders"]], [p["gif_file"], status], api_name="export_gif"
+    )
 
 
 def _kept(session: core.Session) -> str:
@@ -374,8 +504,19 @@ def _spectrum(session: core.Session):
 
 def launch(page: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
     """Serves the page (no share link, no analytics, no server-side rendering)."""
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=["ui-monospace", "monospace"])  # local fonts: nothing fetched from the web
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"],
+        # local fonts: nothing fetched from the web
+        font_mono=["ui-monospace", "monospace"],
+    )
     return page.queue(default_concurrency_limit=1).launch(
-        server_name=host, server_port=port, share=False, prevent_thread_lock=not block, quiet=not block,
-        max_file_size=core.MAX_UPLOAD_BYTES, ssr_mode=False, theme=theme, footer_links=["api"])
+        server_name=host,
+        server_port=port,
+        share=False,
+        prevent_thread_lock=not block,
+        quiet=not block,
+        max_file_size=core.MAX_UPLOAD_BYTES,
+        ssr_mode=False,
+        theme=theme,
+        footer_links=["api"],
+    )

@@ -1,16 +1,18 @@
-"""The measured demo on the shipped model: ReSeFa and four baselines, their locality table, edit grids and GIFs.
+"""The measured demo on the shipped model: ReSeFa and four baselines, their locality table, edit
+grids and GIFs.
 
   python -m experiments.demo --workdir /tmp/regfac_demo   (92 s on a 2-core CPU)
 
-Fields are those of ``regfac_jax.demo.DemoConfig`` (override any, e.g. ``--config.num_discovery 8``) plus
-``overwrite`` (replace a different run in the work directory). ``:tiny`` is a seconds-long smoke run.
+Fields are those of ``regfac_jax.demo.DemoConfig`` (override any, e.g. ``--config.num_discovery 8``)
+plus ``overwrite`` (replace a different run in the work directory). ``:tiny`` is a seconds-long
+smoke run.
 """
+
 import dataclasses
 
 import ml_collections
 
 from experiments.configs import base
-
 from regfac_jax.demo import DemoConfig
 
 
@@ -20,5 +22,11 @@ def get_config(arg: str | None = None):
     fields["regions"] = ",".join(fields["regions"])  # a comma-separated string on the command line
     cfg = ml_collections.ConfigDict({**fields, "overwrite": False})
     if a.tiny:
-        cfg.num_discovery, cfg.num_eval, cfg.num_ganspace, cfg.calibration_iters, cfg.robustness = 2, 4, 256, 8, False
+        cfg.num_discovery, cfg.num_eval, cfg.num_ganspace, cfg.calibration_iters, cfg.robustness = (
+            2,
+            4,
+            256,
+            8,
+            False,
+        )
     return cfg

@@ -5,12 +5,13 @@ Checkpoint: NVIDIA's ``stylegan3-t-ffhqu-1024x1024.pkl`` (or ``stylegan3-r-ffhqu
   python -m experiments.find_directions --config experiments/configs/ffhqu_stylegan3.py:preset=eyesr2 \
       --config.model /path/stylegan3-t-ffhqu-1024x1024.pkl --config.translate '(0.1,0.0)' --workdir runs/ffhqu
 
-``preset=`` picks the preset box (eyesr2, eyesr3, eyest0, eyest3 from the paper's code). Each box matches where the
-eyes land under one translation/rotation of the output; the paper's code does not record which transform each
-preset was made with, so set ``--config.translate`` and ``--config.rotate`` to put the eyes into the box (check
-``masks/*.png`` against a generated image). ``:tiny`` (or ``:preset=eyest0,tiny``) runs on the StyleGAN3-T fixture
-with a small transform.
+``preset=`` picks the preset box (eyesr2, eyesr3, eyest0, eyest3 from the paper's code). Each box
+matches where the eyes land under one translation/rotation of the output; the paper's code does not
+record which transform each preset was made with, so set ``--config.translate`` and
+``--config.rotate`` to put the eyes into the box (check ``masks/*.png`` against a generated image).
+``:tiny`` (or ``:preset=eyest0,tiny``) runs on the StyleGAN3-T fixture with a small transform.
 """
+
 from experiments.configs import base
 
 

@@ -1,16 +1,18 @@
 """Figure: car edits on StyleGAN2 LSUN car 512x384 (wheels, body).
 
-Checkpoint: NVIDIA's StyleGAN2 ``stylegan2-car-config-f.pkl`` converted to PyTorch with stylegan2-ada-pytorch's
-``legacy.py`` (TensorFlow pickles are refused by our loader with a pointer to that converter), or the paper's Hammer
-``stylegan2-car-config-f-512x384.pth``.
+Checkpoint: NVIDIA's StyleGAN2 ``stylegan2-car-config-f.pkl`` converted to PyTorch with
+stylegan2-ada-pytorch's ``legacy.py`` (TensorFlow pickles are refused by our loader with a pointer
+to that converter), or the paper's Hammer ``stylegan2-car-config-f-512x384.pth``.
 
   python -m experiments.find_directions --config experiments/configs/lsun_car_stylegan2.py \
       --config.model /path/stylegan2-car.pkl --workdir runs/car
 
-The paper's code ships no car boxes; these boxes (ours, 256 grid, on the 512x512 output whose cars occupy the middle
-384 rows) are a starting point: 'box:180,70,60,70;box:180,186,60,70' are the two wheels, 'box:128,128,100,230' the
-body. Expected run time: as the FFHQ config, at 512^2. ``:tiny`` runs on the StyleGAN2 fixture.
+The paper's code ships no car boxes; these boxes (ours, 256 grid, on the 512x512 output whose cars
+occupy the middle 384 rows) are a starting point: 'box:180,70,60,70;box:180,186,60,70' are the two
+wheels, 'box:128,128,100,230' the body. Expected run time: as the FFHQ config, at 512^2. ``:tiny``
+runs on the StyleGAN2 fixture.
 """
+
 from experiments.configs import base
 
 

@@ -1,14 +1,16 @@
 """Figure: church edits on StyleGAN2 LSUN church 256 (tower and sky regions).
 
-Checkpoint: NVIDIA's ``stylegan2-church-config-f.pkl`` converted with stylegan2-ada-pytorch's ``legacy.py``, or the
-Hammer ``stylegan2-church-config-f-256x256.pth``.
+Checkpoint: NVIDIA's ``stylegan2-church-config-f.pkl`` converted with stylegan2-ada-pytorch's
+``legacy.py``, or the Hammer ``stylegan2-church-config-f-256x256.pth``.
 
   python -m experiments.find_directions --config experiments/configs/lsun_church_stylegan2.py \
       --config.model /path/stylegan2-church.pkl --workdir runs/church
 
 Boxes are ours (the paper's code ships none for churches): top-centre tower and the sky band.
-Expected run time: minutes on a GPU at 256^2 (the 'materialize' strategy fits). ``:tiny`` uses the fixture.
+Expected run time: minutes on a GPU at 256^2 (the 'materialize' strategy fits). ``:tiny`` uses the
+fixture.
 """
+
 from experiments.configs import base
 
 

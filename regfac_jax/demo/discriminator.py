@@ -1,15 +1,16 @@
-"""A small StyleGAN2-style discriminator (the 'resnet' architecture of stylegan2-ada-pytorch), for training the
-shipped demo generator.
+"""A small StyleGAN2-style discriminator (the 'resnet' architecture of stylegan2-ada-pytorch), for
+training the shipped demo generator.
 
-Structure, for ``img_resolution`` R: a 1x1 ``fromrgb`` convolution, then one residual block per resolution
-R, R/2, ..., 8 (3x3 conv, 3x3 conv with FIR down-sampling, a 1x1 down-sampling shortcut, outputs summed with gain
-sqrt(1/2)), then the 4x4 epilogue (minibatch standard deviation, 3x3 conv, dense, dense to one logit).
-Equalised learning rate: weights are stored N(0, 1) and scaled by ``1 / sqrt(fan_in)`` at run time; leaky ReLU
-with slope 0.2 and gain sqrt(2). Unconditional only. Channels at resolution r are
-``min(channel_base // r, channel_max)``, as in the generator.
+Structure, for ``img_resolution`` R: a 1x1 ``fromrgb`` convolution, then one residual block per
+resolution R, R/2, ..., 8 (3x3 conv, 3x3 conv with FIR down-sampling, a 1x1 down-sampling shortcut,
+outputs summed with gain sqrt(1/2)), then the 4x4 epilogue (minibatch standard deviation, 3x3 conv,
+dense, dense to one logit). Equalised learning rate: weights are stored N(0, 1) and scaled by
+``1 / sqrt(fan_in)`` at run time; leaky ReLU with slope 0.2 and gain sqrt(2). Unconditional only.
+Channels at resolution r are ``min(channel_base // r, channel_max)``, as in the generator.
 
 Images are NHWC in [-1, 1]; the output is one real-valued logit per image, ``[N, 1]``.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,14 +24,16 @@ from regfac_jax.ops.bias_act import bias_act
 from regfac_jax.ops.upfirdn2d import setup_filter, upfirdn2d
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
-_FILTER = setup_filter([1, 3, 3, 1], separable=True)  # [1, 3, 3, 1] / 8, applied along rows then columns
+# [1, 3, 3, 1] / 8, applied along rows then columns
+_FILTER = setup_filter([1, 3, 3, 1], separable=True)
 
 
 def blur(x: jax.Array, pad: int, down: int = 1) -> jax.Array:
-    """Separable [1, 3, 3, 1] / 8 low-pass filter with ``pad`` zeros on every side, keeping every ``down``-th pixel.
+    """Separable [1, 3, 3, 1] / 8 low-pass filter with ``pad`` zeros on every side, keeping every
+    ``down``-th pixel.
 
-    Runs on :func:`regfac_jax.ops.upfirdn2d` (shifted sums, which XLA runs far faster on CPU than a depthwise
-    convolution).
+    Runs on :func:`regfac_jax.ops.upfirdn2d` (shifted sums, which XLA runs far faster on CPU than a
+    depthwise convolution).
 
     Args:
       x: [N, H, W, C].
@@ -91,7 +94,8 @@ class Dense(nn.Module):
 def minibatch_std(x: jax.Array, group_size: int = 4) -> jax.Array:
     """Appends one channel: the mean over features of the per-group standard deviation.
 
-    Sample ``i`` is grouped with samples ``i + k * (N // G)`` (G = min(group_size, N), which must divide N).
+    Sample ``i`` is grouped with samples ``i + k * (N // G)`` (G = min(group_size, N), which must
+    divide N).
 
     Args:
       x: [N, H, W, C].
@@ -101,11 +105,14 @@ def minibatch_std(x: jax.Array, group_size: int = 4) -> jax.Array:
     n, h, w, c = x.shape
     g = min(group_size, n)
     if n % g:
-        raise ValueError(f"The batch size {n} must be a multiple of the minibatch-std group size {g}.")
+        raise ValueError(
+            f"The batch size {n} must be a multiple of the minibatch-std group size {g}."
+        )
     y = x.reshape(g, n // g, h, w, c)
-    y = jnp.sqrt(jnp.var(y, axis=0) + 1e-8)           # [N/G, H, W, C]
-    y = jnp.mean(y, axis=(1, 2, 3))                     # [N/G]
-    y = jnp.tile(y, g)[:, None, None, None]             # back to [N, 1, 1, 1], sample i -> group i % (N/G)
+    y = jnp.sqrt(jnp.var(y, axis=0) + 1e-8)  # [N/G, H, W, C]
+    y = jnp.mean(y, axis=(1, 2, 3))  # [N/G]
+    # back to [N, 1, 1, 1], sample i -> group i % (N/G)
+    y = jnp.tile(y, g)[:, None, None, None]
     return jnp.concatenate([x, jnp.broadcast_to(y, (n, h, w, 1))], axis=-1)
 
 
@@ -121,7 +128,9 @@ class Discriminator(nn.Module):
     def __call__(self, img: jax.Array) -> jax.Array:
         res = self.img_resolution
         if img.ndim != 4 or img.shape[1:3] != (res, res):
-            raise ValueError(f"Discriminator expects images [N, {res}, {res}, C]; got {tuple(img.shape)}.")
+            raise ValueError(
+                f"Discriminator expects images [N, {res}, {res}, C]; got {tuple(img.shape)}."
+            )
 
         def ch(r):
             return channels_at(r, self.channel_base, self.channel_max)
@@ -129,8 +138,9 @@ class Discriminator(nn.Module):
         x = Conv(ch(res), 1, name="fromrgb")(img)
         r = res
         while r > 4:
-            y = Conv(ch(r // 2), 1, down=True, use_bias=False, activation="linear", name=f"b{r}_skip")(x,
-                                                                                                   gain=math.sqrt(0.5))
+            y = Conv(
+                ch(r // 2), 1, down=True, use_bias=False, activation="linear", name=f"b{r}_skip"
+            )(x, gain=math.sqrt(0.5))
             x = Conv(ch(r), 3, name=f"b{r}_conv0")(x)
             x = Conv(ch(r // 2), 3, down=True, name=f"b{r}_conv1")(x, gain=math.sqrt(0.5))
             x = x + y

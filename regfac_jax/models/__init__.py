@@ -1,8 +1,9 @@
 """Generator ports, looked up by kind.
 
-``build(kind, config, params, buffers)`` rebuilds a generator object from what a checkpoint stores; each port
-module registers its class in ``_REGISTRY`` lazily so importing this package stays cheap.
+``build(kind, config, params, buffers)`` rebuilds a generator object from what a checkpoint stores;
+each port module registers its class in ``_REGISTRY`` lazily so importing this package stays cheap.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,8 +1,11 @@
-"""Pieces the StyleGAN2 and StyleGAN3 ports share: the mapping network's normalisation and truncation
-arithmetic, and the equalised-learning-rate dense layer (mapping ``fc*``/``embed`` and every ``affine``).
+"""Pieces the StyleGAN2 and StyleGAN3 ports share: the mapping network's normalisation and
+truncation arithmetic, and the equalised-learning-rate dense layer (mapping ``fc*``/``embed`` and
+every ``affine``).
 
-Both official codebases define these identically; here they are written once and imported by both ports.
+Both official codebases define these identically; here they are written once and imported by both
+ports.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +28,8 @@ def torch_lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array
     """``start + weight * (end - start)``, evaluated from the nearer end as ``torch.lerp`` does.
 
     Args:
-      start, end, weight: broadcastable arrays (truncation: w_avg [w_dim], ws [N, k, w_dim], psi []).
+      start, end, weight: broadcastable arrays (truncation: w_avg [w_dim], ws [N, k, w_dim], psi
+        []).
     Returns:
       The broadcast shape; exactly ``end`` at weight 1 and exactly ``start`` at weight 0.
     """
@@ -34,10 +38,11 @@ def torch_lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array
 
 
 class FullyConnectedLayer(nn.Module):
-    """Equalised-learning-rate dense layer: weight [in, out] * lr/sqrt(in), bias [out] * lr, activation.
+    """Equalised-learning-rate dense layer: weight [in, out] * lr/sqrt(in), bias [out] * lr,
+    activation.
 
-    The initialiser draws weight ~ N(0, 1/lr^2) and bias = ``bias_init``, as the official constructor does;
-    converted checkpoints replace both (StyleGAN3 only ever uses the shapes).
+    The initialiser draws weight ~ N(0, 1/lr^2) and bias = ``bias_init``, as the official
+    constructor does; converted checkpoints replace both (StyleGAN3 only ever uses the shapes).
     """
 
     in_features: int
@@ -49,6 +54,7 @@ class FullyConnectedLayer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """x [N, in] -> [N, out] in x's dtype."""
+
         def init_weight(key):
             shape = (self.in_features, self.out_features)
             return jax.random.normal(key, shape, jnp.float32) / self.lr_multiplier

@@ -1,24 +1,26 @@
 """StyleGAN2 generator (stylegan2-ada-pytorch ``training.networks.Generator``) in JAX/Flax Linen.
 
-The port reproduces the float32 numerics of the official networks evaluated in float32 (eval mode), including
-``conv_clamp``; the fp16 settings (``num_fp16_res``, ``fp16_channels_last``) only change the official dtype and
-memory layout and are accepted but ignored. Every shape follows from the official constructor kwargs
-(``config``), parsed once by :func:`parse_config`.
+The port reproduces the float32 numerics of the official networks evaluated in float32 (eval mode),
+including ``conv_clamp``; the fp16 settings (``num_fp16_res``, ``fp16_channels_last``) only change
+the official dtype and memory layout and are accepted but ignored. Every shape follows from the
+official constructor kwargs (``config``), parsed once by :func:`parse_config`.
 
-Layouts: images and activations are NHWC; convolution weights are HWIO ``[kh, kw, in, out]`` and dense weights
-``[in, out]`` (the converter transposes them); every other array keeps its official layout (``const`` is
-``[C, R, R]``, ``noise_const`` is ``[R, R]``, ``resample_filter`` is the prepared FIR filter). Trainable arrays
-live in ``params``, the buffers ``w_avg``, ``noise_const`` and ``resample_filter`` in ``buffers``; both trees
-mirror the official state_dict names split on '.'.
+Layouts: images and activations are NHWC; convolution weights are HWIO ``[kh, kw, in, out]`` and
+dense weights ``[in, out]`` (the converter transposes them); every other array keeps its official
+layout (``const`` is ``[C, R, R]``, ``noise_const`` is ``[R, R]``, ``resample_filter`` is the
+prepared FIR filter). Trainable arrays live in ``params``, the buffers ``w_avg``, ``noise_const``
+and ``resample_filter`` in ``buffers``; both trees mirror the official state_dict names split on
+'.'.
 
 Modulated convolutions run in one of two mathematically identical ways, chosen with ``modulation``:
 
 * ``'weights'``     -- the official fused path: a per-sample modulated, demodulated weight and a grouped conv;
-* ``'activations'`` -- scale the input channels by the styles, convolve with the shared weight, scale the
-  output channels by the demodulation coefficients. For a Jacobian (``jacfwd`` pushes ``w_dim`` tangents
-  through one sample) this avoids materialising one weight tensor per tangent; see
-  ``benchmarks/bench_stylegan2.py`` for the measured difference.
+* ``'activations'`` -- scale the input channels by the styles, convolve with the shared weight,
+  scale the output channels by the demodulation coefficients. For a Jacobian (``jacfwd`` pushes
+  ``w_dim`` tangents through one sample) this avoids materialising one weight tensor per tangent;
+  see ``benchmarks/bench_stylegan2.py`` for the measured difference.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,27 +34,51 @@ from jax import lax
 
 from regfac_jax.models.base import StyleGANBase
 from regfac_jax.models.layers import FullyConnectedLayer, normalize_2nd_moment, torch_lerp
-from regfac_jax.ops.precision import matmul_precision as _prec
 from regfac_jax.ops.bias_act import ACTIVATIONS, activation_gain, bias_act
+from regfac_jax.ops.precision import matmul_precision as _prec
 from regfac_jax.ops.upfirdn2d import filter_size, setup_filter, upfirdn2d, upsample2d
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 MODULATIONS = ("weights", "activations")
-# Chosen from benchmarks/bench_stylegan2.py (jacfwd over w_dim tangents and batched generation on CPU).
+# Chosen from benchmarks/bench_stylegan2.py (jacfwd over w_dim tangents and batched generation on
+# CPU).
 DEFAULT_MODULATION = "activations"
 NOISE_MODES = ("const", "random", "none")
 DEFAULT_FILTER = (1.0, 3.0, 3.0, 1.0)
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Configuration
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
-_TOP_KEYS = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs"}
-_MAPPING_DEFAULTS = dict(num_layers=8, embed_features=None, layer_features=None, activation="lrelu",
-                         lr_multiplier=0.01, w_avg_beta=0.995)
-_SYNTHESIS_DEFAULTS = dict(channel_base=32768, channel_max=512, num_fp16_res=0, architecture="skip",
-                           resample_filter=(1, 3, 3, 1), conv_clamp=None, fp16_channels_last=False,
-                           kernel_size=3, use_noise=True, activation="lrelu")
+_TOP_KEYS = {
+    "z_dim",
+    "c_dim",
+    "w_dim",
+    "img_resolution",
+    "img_channels",
+    "mapping_kwargs",
+    "synthesis_kwargs",
+}
+_MAPPING_DEFAULTS = dict(
+    num_layers=8,
+    embed_features=None,
+    layer_features=None,
+    activation="lrelu",
+    lr_multiplier=0.01,
+    w_avg_beta=0.995,
+)
+_SYNTHESIS_DEFAULTS = dict(
+    channel_base=32768,
+    channel_max=512,
+    num_fp16_res=0,
+    architecture="skip",
+    resample_filter=(1, 3, 3, 1),
+    conv_clamp=None,
+    fp16_channels_last=False,
+    kernel_size=3,
+    use_noise=True,
+    activation="lrelu",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +92,7 @@ class StyleGAN2Spec:
     img_channels: int
     # mapping
     num_mapping_layers: int
-    embed_features: int          # 0 when c_dim == 0
+    embed_features: int  # 0 when c_dim == 0
     layer_features: int
     mapping_activation: str
     lr_multiplier: float
@@ -79,15 +105,15 @@ class StyleGAN2Spec:
     use_noise: bool
     activation: str
     block_resolutions: tuple[int, ...]
-    block_channels: tuple[int, ...]   # output channels of each block, in block_resolutions order
+    block_channels: tuple[int, ...]  # output channels of each block, in block_resolutions order
 
     @property
     def filter_shape(self) -> tuple[int, ...]:
         return setup_filter(list(self.resample_filter)).shape
 
     def layer_filter(self, up: int) -> tuple:
-        """FIR taps a SynthesisLayer registers: the official block passes ``resample_filter`` only to its
-        upsampling conv0; conv1 keeps the default [1, 3, 3, 1] (registered but unused)."""
+        """FIR taps a SynthesisLayer registers: the official block passes ``resample_filter`` only
+        to its upsampling conv0; conv1 keeps the default [1, 3, 3, 1] (registered but unused)."""
         return self.resample_filter if up > 1 else DEFAULT_FILTER
 
     def channels(self, res: int) -> int:
@@ -106,11 +132,17 @@ class StyleGAN2Spec:
 
 
 def _positive_int(value, name: str, allow_zero: bool = False) -> int:
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and (
-        value > 0 or allow_zero and value == 0)
+    ok = (
+        isinstance(value, (int, np.integer))
+        and not isinstance(value, bool)
+        and (value > 0 or allow_zero and value == 0)
+    )
     if not ok:
-        raise ValueError(f"StyleGAN2 config: {name} must be a {'non-negative' if allow_zero else 'positive'} "
-                         f"integer, got {value!r}.")
+        raise ValueError(
+            f"StyleGAN2 config: {name} must be a "
+            f"{'non-negative' if allow_zero else 'positive'} "
+            f"integer, got {value!r}."
+        )
     return int(value)
 
 
@@ -120,8 +152,11 @@ def _sub_kwargs(config: dict, key: str, defaults: dict) -> dict:
         raise ValueError(f"StyleGAN2 config: {key} must be a dict, got {type(sub).__name__}.")
     unknown = sorted(set(sub) - set(defaults))
     if unknown:
-        raise ValueError(f"StyleGAN2 config: unknown {key} {unknown}; stylegan2-ada-pytorch accepts "
-                         f"{sorted(defaults)}. Is this a StyleGAN2-ada Generator's init_kwargs?")
+        raise ValueError(
+            f"StyleGAN2 config: unknown {key} {unknown}; stylegan2-ada-pytorch "
+            "accepts "
+            f"{sorted(defaults)}. Is this a StyleGAN2-ada Generator's init_kwargs?"
+        )
     return {**defaults, **sub}
 
 
@@ -129,21 +164,27 @@ def parse_config(config: dict) -> StyleGAN2Spec:
     """Validates official ``training.networks.Generator`` init_kwargs and derives every size.
 
     Args:
-      config: dict with z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs, synthesis_kwargs.
+      config: dict with z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs,
+        synthesis_kwargs.
     Returns:
       The frozen :class:`StyleGAN2Spec`.
     Raises:
-      ValueError: naming the offending entry when the config is not a valid StyleGAN2-ada generator config.
+      ValueError: naming the offending entry when the config is not a valid StyleGAN2-ada generator
+        config.
     """
     _check_top_keys(config)
     mk = _sub_kwargs(config, "mapping_kwargs", _MAPPING_DEFAULTS)
     sk = _sub_kwargs(config, "synthesis_kwargs", _SYNTHESIS_DEFAULTS)
     res = _positive_int(config["img_resolution"], "img_resolution")
     if res < 4 or res & (res - 1):
-        raise ValueError(f"StyleGAN2 config: img_resolution must be a power of two >= 4, got {res}.")
+        raise ValueError(
+            f"StyleGAN2 config: img_resolution must be a power of two >= 4, got {res}."
+        )
     c_dim = _positive_int(config["c_dim"], "c_dim", allow_zero=True)
     if _positive_int(config["z_dim"], "z_dim", allow_zero=True) + c_dim == 0:
-        raise ValueError("StyleGAN2 config: z_dim and c_dim are both 0; the mapping network would have no input.")
+        raise ValueError(
+            "StyleGAN2 config: z_dim and c_dim are both 0; the mapping network would have no input."
+        )
     w_dim = _positive_int(config["w_dim"], "w_dim")
     _check_choices(mk, sk)
     kernel = _positive_int(sk["kernel_size"], "synthesis_kwargs.kernel_size")
@@ -151,76 +192,122 @@ def parse_config(config: dict) -> StyleGAN2Spec:
     num_layers, embed, layer = _mapping_features(mk, c_dim, w_dim)
     clamp = sk["conv_clamp"]
     if clamp is not None and (not isinstance(clamp, (int, float)) or clamp < 0):
-        raise ValueError(f"StyleGAN2 config: conv_clamp must be None or a non-negative number, got {clamp!r}.")
+        raise ValueError(
+            f"StyleGAN2 config: conv_clamp must be None or a non-negative number, got {clamp!r}."
+        )
     return StyleGAN2Spec(
-        z_dim=_positive_int(config["z_dim"], "z_dim", allow_zero=True), c_dim=c_dim, w_dim=w_dim,
-        img_resolution=res, img_channels=_positive_int(config["img_channels"], "img_channels"),
-        num_mapping_layers=num_layers, embed_features=embed, layer_features=layer,
-        mapping_activation=mk["activation"], lr_multiplier=float(mk["lr_multiplier"]),
-        has_w_avg=mk["w_avg_beta"] is not None, architecture=sk["architecture"],
+        z_dim=_positive_int(config["z_dim"], "z_dim", allow_zero=True),
+        c_dim=c_dim,
+        w_dim=w_dim,
+        img_resolution=res,
+        img_channels=_positive_int(config["img_channels"], "img_channels"),
+        num_mapping_layers=num_layers,
+        embed_features=embed,
+        layer_features=layer,
+        mapping_activation=mk["activation"],
+        lr_multiplier=float(mk["lr_multiplier"]),
+        has_w_avg=mk["w_avg_beta"] is not None,
+        architecture=sk["architecture"],
         resample_filter=tuple(np.asarray(sk["resample_filter"], np.float64).tolist()),
-        conv_clamp=None if clamp is None else float(clamp), kernel_size=kernel, use_noise=bool(sk["use_noise"]),
-        activation=sk["activation"], block_resolutions=resolutions, block_channels=channels)
+        conv_clamp=None if clamp is None else float(clamp),
+        kernel_size=kernel,
+        use_noise=bool(sk["use_noise"]),
+        activation=sk["activation"],
+        block_resolutions=resolutions,
+        block_channels=channels,
+    )
 
 
 def _check_top_keys(config) -> None:
     """Refuses anything but a dict holding the official Generator's top-level init_kwargs."""
     if not isinstance(config, dict):
-        raise ValueError(f"StyleGAN2 config must be a dict of init_kwargs, got {type(config).__name__}.")
+        raise ValueError(
+            f"StyleGAN2 config must be a dict of init_kwargs, got {type(config).__name__}."
+        )
     missing = sorted({"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"} - set(config))
     unknown = sorted(set(config) - _TOP_KEYS)
     if missing or unknown:
-        raise ValueError(f"StyleGAN2 config: missing {missing}, unknown {unknown}; expected the init_kwargs of "
-                         f"stylegan2-ada-pytorch training.networks.Generator ({sorted(_TOP_KEYS)}). A StyleGAN3 "
-                         "config (channel_base at top level, no synthesis_kwargs) needs kind='stylegan3'.")
+        raise ValueError(
+            f"StyleGAN2 config: missing {missing}, unknown {unknown}; expected the "
+            "init_kwargs of "
+            "stylegan2-ada-pytorch training.networks.Generator "
+            f"({sorted(_TOP_KEYS)}). A StyleGAN3 "
+            "config (channel_base at top level, no synthesis_kwargs) needs "
+            "kind='stylegan3'."
+        )
 
 
 def _check_choices(mk: dict, sk: dict) -> None:
     """The activations and the synthesis architecture must be ones the port implements."""
-    for name, act in (("mapping_kwargs.activation", mk["activation"]),
-                      ("synthesis_kwargs.activation", sk["activation"])):
+    for name, act in (
+        ("mapping_kwargs.activation", mk["activation"]),
+        ("synthesis_kwargs.activation", sk["activation"]),
+    ):
         if act not in ACTIVATIONS:
-            raise ValueError(f"StyleGAN2 config: {name} {act!r} is not one of {sorted(ACTIVATIONS)}.")
+            raise ValueError(
+                f"StyleGAN2 config: {name} {act!r} is not one of {sorted(ACTIVATIONS)}."
+            )
     if sk["architecture"] not in ("orig", "skip", "resnet"):
-        raise ValueError("StyleGAN2 config: architecture must be 'orig', 'skip' or 'resnet', got "
-                         f"{sk['architecture']!r}.")
+        raise ValueError(
+            "StyleGAN2 config: architecture must be 'orig', 'skip' or 'resnet', got "
+            f"{sk['architecture']!r}."
+        )
 
 
 def _block_channels(sk: dict, res: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(block resolutions 4..res, their channel counts min(channel_base // r, channel_max))."""
-    base, cmax = _positive_int(sk["channel_base"], "channel_base"), _positive_int(sk["channel_max"], "channel_max")
-    resolutions = tuple(2 ** i for i in range(2, int(math.log2(res)) + 1))
+    base, cmax = (
+        _positive_int(sk["channel_base"], "channel_base"),
+        _positive_int(sk["channel_max"], "channel_max"),
+    )
+    resolutions = tuple(2**i for i in range(2, int(math.log2(res)) + 1))
     channels = tuple(min(base // r, cmax) for r in resolutions)
     if min(channels) < 1:
-        raise ValueError(f"StyleGAN2 config: channel_base {base} gives zero channels at {res}px; raise channel_base.")
+        raise ValueError(
+            f"StyleGAN2 config: channel_base {base} gives zero channels at {res}px; "
+            "raise channel_base."
+        )
     return resolutions, channels
 
 
 def _mapping_features(mk: dict, c_dim: int, w_dim: int) -> tuple[int, int, int]:
     """(mapping layers, embedding features (0 without labels), hidden layer features)."""
     num_layers = _positive_int(mk["num_layers"], "mapping_kwargs.num_layers")
-    embed = 0 if c_dim == 0 else _positive_int(w_dim if mk["embed_features"] is None else mk["embed_features"],
-                                               "mapping_kwargs.embed_features")
-    layer = _positive_int(w_dim if mk["layer_features"] is None else mk["layer_features"],
-                          "mapping_kwargs.layer_features")
+    embed = (
+        0
+        if c_dim == 0
+        else _positive_int(
+            w_dim if mk["embed_features"] is None else mk["embed_features"],
+            "mapping_kwargs.embed_features",
+        )
+    )
+    layer = _positive_int(
+        w_dim if mk["layer_features"] is None else mk["layer_features"],
+        "mapping_kwargs.layer_features",
+    )
     return num_layers, embed, layer
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Pure functions
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+
 
 def _conv(x: jax.Array, w: jax.Array, padding, lhs_dilation=(1, 1)) -> jax.Array:
-    return lax.conv_general_dilated(x, w, (1, 1), padding, lhs_dilation=lhs_dilation, dimension_numbers=_DIMS,
-                                    precision=_prec())
+    return lax.conv_general_dilated(
+        x, w, (1, 1), padding, lhs_dilation=lhs_dilation, dimension_numbers=_DIMS, precision=_prec()
+    )
 
 
-def conv2d_resample(x: jax.Array, w: jax.Array, f: jax.Array | None, up: int = 1, padding: int = 0) -> jax.Array:
+def conv2d_resample(
+    x: jax.Array, w: jax.Array, f: jax.Array | None, up: int = 1, padding: int = 0
+) -> jax.Array:
     """Convolution with optional FIR upsampling, as the official ``conv2d_resample`` computes it.
 
     ``up == 1``: correlation with ``w`` and symmetric zero padding. ``up > 1`` (with the official
-    ``flip_weight=False`` of up-sampling layers): a 1x1 ``w`` convolves first and upsamples after; a larger
-    ``w`` runs as a stride-``up`` transposed convolution with ``w`` followed by FIR filtering with ``f``.
+    ``flip_weight=False`` of up-sampling layers): a 1x1 ``w`` convolves first and upsamples after; a
+    larger ``w`` runs as a stride-``up`` transposed convolution with ``w`` followed by FIR filtering
+    with ``f``.
 
     Args:
       x: [N, H, W, I].
@@ -239,17 +326,31 @@ def conv2d_resample(x: jax.Array, w: jax.Array, f: jax.Array | None, up: int = 1
     py0, py1 = padding + (fh + up - 1) // 2, padding + (fh - up) // 2
     if kh == 1 and kw == 1:
         x = _conv(x, w, ((0, 0), (0, 0)))
-        return upfirdn2d(x, f, up=up, padding=(px0, px1, py0, py1), gain=up ** 2)
+        return upfirdn2d(x, f, up=up, padding=(px0, px1, py0, py1), gain=up**2)
     px0, px1, py0, py1 = px0 - (kw - 1), px1 - (kw - up), py0 - (kh - 1), py1 - (kh - up)
     pxt, pyt = max(min(-px0, -px1), 0), max(min(-py0, -py1), 0)
-    # Transposed conv = correlation of the zero-dilated input with the spatially flipped kernel, full padding.
-    x = _conv(x, w[::-1, ::-1], ((kh - 1 - pyt, kh - 1 - pyt), (kw - 1 - pxt, kw - 1 - pxt)), lhs_dilation=(up, up))
-    return upfirdn2d(x, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=up ** 2)
+    # Transposed conv = correlation of the zero-dilated input with the spatially flipped kernel,
+    # full padding.
+    x = _conv(
+        x,
+        w[::-1, ::-1],
+        ((kh - 1 - pyt, kh - 1 - pyt), (kw - 1 - pxt, kw - 1 - pxt)),
+        lhs_dilation=(up, up),
+    )
+    return upfirdn2d(x, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=up**2)
 
 
-def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, noise: jax.Array | None = None,
-                     up: int = 1, padding: int = 0, resample_filter: jax.Array | None = None,
-                     demodulate: bool = True, modulation: str = DEFAULT_MODULATION) -> jax.Array:
+def modulated_conv2d(
+    x: jax.Array,
+    weight: jax.Array,
+    styles: jax.Array,
+    noise: jax.Array | None = None,
+    up: int = 1,
+    padding: int = 0,
+    resample_filter: jax.Array | None = None,
+    demodulate: bool = True,
+    modulation: str = DEFAULT_MODULATION,
+) -> jax.Array:
     """StyleGAN2's modulated (and demodulated) convolution.
 
     Args:
@@ -259,8 +360,8 @@ def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, noise: 
       noise: None or an array broadcastable to the output [N, H*up, W*up, O], added last.
       up, padding, resample_filter: as :func:`conv2d_resample`.
       demodulate: normalise each output channel of the modulated weight to unit L2 norm.
-      modulation: 'weights' (per-sample weights, grouped conv) or 'activations' (scale x, shared conv, scale
-        the output); identical mathematics.
+      modulation: 'weights' (per-sample weights, grouped conv) or 'activations' (scale x, shared
+        conv, scale the output); identical mathematics.
     Returns:
       [N, H*up, W*up, O].
     """
@@ -268,12 +369,14 @@ def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, noise: 
         raise ValueError(f"modulation must be one of {MODULATIONS}, got {modulation!r}.")
     dcoefs = None
     if demodulate:
-        wmod = weight[None] * styles[:, None, None, :, None]                       # [N, kh, kw, I, O]
-        dcoefs = lax.rsqrt(jnp.sum(jnp.square(wmod), axis=(1, 2, 3)) + 1e-8)       # [N, O]
+        # [N, kh, kw, I, O]
+        wmod = weight[None] * styles[:, None, None, :, None]
+        dcoefs = lax.rsqrt(jnp.sum(jnp.square(wmod), axis=(1, 2, 3)) + 1e-8)  # [N, O]
     if modulation == "weights":
         wmod = weight[None] * styles[:, None, None, :, None]
         if dcoefs is not None:
             wmod = wmod * dcoefs[:, None, None, None, :]
+
         def conv(xi, wi):  # one sample [H, W, I] with its own weight [kh, kw, I, O]
             return conv2d_resample(xi[None], wi, resample_filter, up, padding)[0]
 
@@ -287,9 +390,10 @@ def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, noise: 
     return x
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Flax modules (names mirror the official state_dict)
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+
 
 def _normal(key, shape, dtype=jnp.float32):
     return jax.random.normal(key, shape, dtype)
@@ -311,17 +415,29 @@ class MappingNetwork(nn.Module):
             embed = FullyConnectedLayer(s.c_dim, s.embed_features, name="embed")
             parts.append(normalize_2nd_moment(embed(c.astype(dtype))))
         x = jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-        features = [s.z_dim + s.embed_features] + [s.layer_features] * (s.num_mapping_layers - 1) + [s.w_dim]
+        features = (
+            [s.z_dim + s.embed_features]
+            + [s.layer_features] * (s.num_mapping_layers - 1)
+            + [s.w_dim]
+        )
         for idx in range(s.num_mapping_layers):
-            x = FullyConnectedLayer(features[idx], features[idx + 1], activation=s.mapping_activation,
-                                    lr_multiplier=s.lr_multiplier, name=f"fc{idx}")(x)
+            x = FullyConnectedLayer(
+                features[idx],
+                features[idx + 1],
+                activation=s.mapping_activation,
+                lr_multiplier=s.lr_multiplier,
+                name=f"fc{idx}",
+            )(x)
         x = jnp.broadcast_to(x[:, None, :], (x.shape[0], s.num_ws, s.w_dim))
         if not s.has_w_avg:
             return x
-        w_avg = self.variable("buffers", "w_avg", lambda: jnp.zeros((s.w_dim,), jnp.float32)).value.astype(dtype)
+        w_avg = self.variable(
+            "buffers", "w_avg", lambda: jnp.zeros((s.w_dim,), jnp.float32)
+        ).value.astype(dtype)
         psi = jnp.asarray(truncation_psi, dtype)
         layers = np.zeros((s.num_ws,), bool)
-        layers[slice(None, truncation_cutoff)] = True            # the official x[:, :truncation_cutoff]
+        # the official x[:, :truncation_cutoff]
+        layers[slice(None, truncation_cutoff)] = True
         truncated = jnp.where(layers[None, :, None], torch_lerp(w_avg, x, psi), x)
         return jnp.where(psi == 1, x, truncated)
 
@@ -339,14 +455,22 @@ class SynthesisLayer(nn.Module):
     def __call__(self, x, w, noise_mode="const", key=None, modulation=DEFAULT_MODULATION, gain=1.0):
         """x [N, R/up, R/up, in], w [N, w_dim] -> [N, R, R, out]."""
         s, k, dtype = self.spec, self.spec.kernel_size, x.dtype
-        f = self.variable("buffers", "resample_filter",
-                          lambda: jnp.asarray(setup_filter(list(s.layer_filter(self.up)))))
+        f = self.variable(
+            "buffers",
+            "resample_filter",
+            lambda: jnp.asarray(setup_filter(list(s.layer_filter(self.up)))),
+        )
         styles = FullyConnectedLayer(s.w_dim, self.in_channels, bias_init=1.0, name="affine")(w)
-        weight = self.param("weight", _normal, (k, k, self.in_channels, self.out_channels)).astype(dtype)
+        weight = self.param("weight", _normal, (k, k, self.in_channels, self.out_channels)).astype(
+            dtype
+        )
         noise = None
         if s.use_noise:
-            noise_const = self.variable("buffers", "noise_const",
-                                        lambda: _normal(self.make_rng("params"), (self.resolution,) * 2))
+            noise_const = self.variable(
+                "buffers",
+                "noise_const",
+                lambda: _normal(self.make_rng("params"), (self.resolution,) * 2),
+            )
             strength = self.param("noise_strength", nn.initializers.zeros, ()).astype(dtype)
             if noise_mode == "const":
                 noise = noise_const.value.astype(dtype)[None, :, :, None] * strength
@@ -354,10 +478,20 @@ class SynthesisLayer(nn.Module):
                 shape = (x.shape[0], self.resolution, self.resolution, 1)
                 noise = jax.random.normal(key, shape, dtype) * strength
         bias = self.param("bias", nn.initializers.zeros, (self.out_channels,))
-        x = modulated_conv2d(x, weight, styles, noise, up=self.up, padding=k // 2,
-                             resample_filter=f.value.astype(dtype) if self.up > 1 else None, modulation=modulation)
+        x = modulated_conv2d(
+            x,
+            weight,
+            styles,
+            noise,
+            up=self.up,
+            padding=k // 2,
+            resample_filter=f.value.astype(dtype) if self.up > 1 else None,
+            modulation=modulation,
+        )
         clamp = None if s.conv_clamp is None else s.conv_clamp * gain
-        return bias_act(x, bias, act=s.activation, gain=activation_gain(s.activation) * gain, clamp=clamp)
+        return bias_act(
+            x, bias, act=s.activation, gain=activation_gain(s.activation) * gain, clamp=clamp
+        )
 
 
 class ToRGBLayer(nn.Module):
@@ -372,7 +506,9 @@ class ToRGBLayer(nn.Module):
         s = self.spec
         styles = FullyConnectedLayer(s.w_dim, self.in_channels, bias_init=1.0, name="affine")(w)
         styles = styles * (1 / math.sqrt(self.in_channels))
-        weight = self.param("weight", _normal, (1, 1, self.in_channels, s.img_channels)).astype(x.dtype)
+        weight = self.param("weight", _normal, (1, 1, self.in_channels, s.img_channels)).astype(
+            x.dtype
+        )
         bias = self.param("bias", nn.initializers.zeros, (s.img_channels,))
         x = modulated_conv2d(x, weight, styles, demodulate=False, modulation=modulation)
         return bias_act(x, bias, clamp=s.conv_clamp)
@@ -387,10 +523,17 @@ class SkipLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        f = self.variable("buffers", "resample_filter",
-                          lambda: jnp.asarray(setup_filter(list(self.spec.resample_filter))))
-        weight = self.param("weight", _normal, (1, 1, self.in_channels, self.out_channels)).astype(x.dtype)
-        x = conv2d_resample(x, weight * (1 / math.sqrt(self.in_channels)), f.value.astype(x.dtype), up=2)
+        f = self.variable(
+            "buffers",
+            "resample_filter",
+            lambda: jnp.asarray(setup_filter(list(self.spec.resample_filter))),
+        )
+        weight = self.param("weight", _normal, (1, 1, self.in_channels, self.out_channels)).astype(
+            x.dtype
+        )
+        x = conv2d_resample(
+            x, weight * (1 / math.sqrt(self.in_channels)), f.value.astype(x.dtype), up=2
+        )
         return bias_act(x, None, gain=math.sqrt(0.5))
 
 
@@ -402,29 +545,42 @@ class SynthesisBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, img, ws, noise_mode="const", key=None, modulation=DEFAULT_MODULATION):
-        """x [N, R/2, R/2, C_in] or None, img [N, R/2, R/2, img_channels] or None, ws [N, k, w_dim]."""
+        """x [N, R/2, R/2, C_in] or None, img [N, R/2, R/2, img_channels] or None, ws [N, k,
+        w_dim]."""
         s, res = self.spec, self.resolution
         out_ch = s.channels(res)
         dtype = ws.dtype
-        f = self.variable("buffers", "resample_filter", lambda: jnp.asarray(setup_filter(list(s.resample_filter))))
+        f = self.variable(
+            "buffers", "resample_filter", lambda: jnp.asarray(setup_filter(list(s.resample_filter)))
+        )
         keys = [None, None] if key is None else list(jax.random.split(key, 2))
         layer_kw = dict(noise_mode=noise_mode, modulation=modulation)
         if res == 4:
             const = self.param("const", _normal, (out_ch, res, res)).astype(dtype)
-            x = jnp.broadcast_to(jnp.transpose(const, (1, 2, 0))[None], (ws.shape[0], res, res, out_ch))
-            x = SynthesisLayer(s, out_ch, out_ch, res, name="conv1")(x, ws[:, 0], key=keys[1], **layer_kw)
+            x = jnp.broadcast_to(
+                jnp.transpose(const, (1, 2, 0))[None], (ws.shape[0], res, res, out_ch)
+            )
+            x = SynthesisLayer(s, out_ch, out_ch, res, name="conv1")(
+                x, ws[:, 0], key=keys[1], **layer_kw
+            )
         else:
             in_ch = s.channels(res // 2)
             y = SkipLayer(s, in_ch, out_ch, name="skip")(x) if s.architecture == "resnet" else None
-            x = SynthesisLayer(s, in_ch, out_ch, res, up=2, name="conv0")(x, ws[:, 0], key=keys[0], **layer_kw)
+            x = SynthesisLayer(s, in_ch, out_ch, res, up=2, name="conv0")(
+                x, ws[:, 0], key=keys[0], **layer_kw
+            )
             gain = math.sqrt(0.5) if y is not None else 1.0
-            x = SynthesisLayer(s, out_ch, out_ch, res, name="conv1")(x, ws[:, 1], key=keys[1], gain=gain, **layer_kw)
+            x = SynthesisLayer(s, out_ch, out_ch, res, name="conv1")(
+                x, ws[:, 1], key=keys[1], gain=gain, **layer_kw
+            )
             if y is not None:
                 x = y + x
         if img is not None:
             img = upsample2d(img, f.value.astype(dtype))
         if s.block_has_torgb(res):
-            rgb = ToRGBLayer(s, out_ch, name="torgb")(x, ws[:, s.block_num_conv(res)], modulation=modulation)
+            rgb = ToRGBLayer(s, out_ch, name="torgb")(
+                x, ws[:, s.block_num_conv(res)], modulation=modulation
+            )
             img = rgb if img is None else img + rgb
         return x, img
 
@@ -441,16 +597,19 @@ class SynthesisNetwork(nn.Module):
         w_idx = 0
         for i, res in enumerate(s.block_resolutions):
             n = s.block_num_conv(res)
-            block_ws = ws[:, w_idx:w_idx + n + int(s.block_has_torgb(res))]
+            block_ws = ws[:, w_idx : w_idx + n + int(s.block_has_torgb(res))]
             block_key = None if key is None else jax.random.fold_in(key, i)
-            x, img = SynthesisBlock(s, res, name=f"b{res}")(x, img, block_ws, noise_mode, block_key, modulation)
+            x, img = SynthesisBlock(s, res, name=f"b{res}")(
+                x, img, block_ws, noise_mode, block_key, modulation
+            )
             w_idx += n
         return img
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The generator object
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+
 
 def _variables(params, buffers, name: str) -> dict:
     return {"params": params.get(name, {}), "buffers": (buffers or {}).get(name, {})}
@@ -470,7 +629,7 @@ class StyleGAN2Generator(StyleGANBase):
         self._mapping_net = MappingNetwork(self.spec)
         self._synthesis_net = SynthesisNetwork(self.spec)
 
-    # ---- sizes ------------------------------------------------------------------------------------
+    # ---- sizes -----------------------------------------------------------------------------------
     @property
     def w_dim(self) -> int:
         return self.spec.w_dim
@@ -483,14 +642,27 @@ class StyleGAN2Generator(StyleGANBase):
     def c_dim(self) -> int:
         return self.spec.c_dim
 
-    # ---- pure functions ---------------------------------------------------------------------------
-    def mapping_apply(self, params, buffers, z, c, truncation_psi=1.0, truncation_cutoff: int | None = None):
-        """z [N, z_dim], c [N, c_dim] -> ws [N, num_ws, w_dim] (z's dtype if float64, else float32)."""
-        return self._mapping_net.apply(_variables(params, buffers, "mapping"), z, c, truncation_psi, truncation_cutoff)
+    # ---- pure functions --------------------------------------------------------------------------
+    def mapping_apply(
+        self, params, buffers, z, c, truncation_psi=1.0, truncation_cutoff: int | None = None
+    ):
+        """z [N, z_dim], c [N, c_dim] -> ws [N, num_ws, w_dim] (z's dtype if float64, else
+        float32)."""
+        return self._mapping_net.apply(
+            _variables(params, buffers, "mapping"), z, c, truncation_psi, truncation_cutoff
+        )
 
-    def synthesis_apply(self, params, buffers, ws, noise_mode: str = "const", key=None,
-                        modulation: str = DEFAULT_MODULATION) -> jax.Array:
-        """ws [N, num_ws, w_dim] -> images [N, R, R, img_channels], in float64 for float64 ws, else float32.
+    def synthesis_apply(
+        self,
+        params,
+        buffers,
+        ws,
+        noise_mode: str = "const",
+        key=None,
+        modulation: str = DEFAULT_MODULATION,
+    ) -> jax.Array:
+        """ws [N, num_ws, w_dim] -> images [N, R, R, img_channels], in float64 for float64 ws, else
+        float32.
 
         Args:
           noise_mode: 'const' (stored noise), 'random' (needs ``key``) or 'none'.
@@ -507,14 +679,19 @@ class StyleGAN2Generator(StyleGANBase):
         ws = ws.astype(jnp.float64 if ws.dtype == jnp.float64 else jnp.float32)
         if noise_mode != "random":
             key = None
-        return self._synthesis_net.apply(_variables(params, buffers, "synthesis"), ws, noise_mode, key, modulation)
+        return self._synthesis_net.apply(
+            _variables(params, buffers, "synthesis"), ws, noise_mode, key, modulation
+        )
 
-    # ---- public API additions ---------------------------------------------------------------------
+    # ---- public API additions --------------------------------------------------------------------
     def mapping(self, z, c=None, truncation_psi: float = 1.0, truncation_cutoff: int | None = None):
         """As :meth:`StyleGANBase.mapping`; refuses truncation when the model tracks no w_avg."""
         if not self.spec.has_w_avg and truncation_psi != 1:
-            raise ValueError("This generator has no w_avg (mapping_kwargs.w_avg_beta=None), so it cannot truncate; "
-                             "use truncation_psi=1.")
+            raise ValueError(
+                "This generator has no w_avg (mapping_kwargs.w_avg_beta=None), so it "
+                "cannot truncate; "
+                "use truncation_psi=1."
+            )
         return super().mapping(z, c, truncation_psi, truncation_cutoff)
 
 
@@ -538,5 +715,13 @@ def init_variables(config: dict, key: jax.Array) -> tuple[dict, dict]:
     return params, buffers
 
 
-__all__ = ["DEFAULT_MODULATION", "MODULATIONS", "StyleGAN2Generator", "StyleGAN2Spec", "conv2d_resample",
-           "init_variables", "modulated_conv2d", "parse_config"]
+__all__ = [
+    "DEFAULT_MODULATION",
+    "MODULATIONS",
+    "StyleGAN2Generator",
+    "StyleGAN2Spec",
+    "conv2d_resample",
+    "init_variables",
+    "modulated_conv2d",
+    "parse_config",
+]

@@ -1,9 +1,11 @@
 """Bias + activation + gain + clamp, with the default gains of the official StyleGAN code.
 
-Semantics (the official ``bias_act`` reference path): ``y = clamp(act(x + b) * gain, -clamp, clamp)``, where
-``gain`` defaults to the activation's own gain (sqrt(2) for relu/lrelu/swish, 1 otherwise), ``alpha`` (the
-leaky-relu slope) defaults to 0.2 for lrelu, and ``clamp=None`` (or negative) disables clamping.
+Semantics (the official ``bias_act`` reference path): ``y = clamp(act(x + b) * gain, -clamp,
+clamp)``, where ``gain`` defaults to the activation's own gain (sqrt(2) for relu/lrelu/swish, 1
+otherwise), ``alpha`` (the leaky-relu slope) defaults to 0.2 for lrelu, and ``clamp=None`` (or
+negative) disables clamping.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,8 +54,15 @@ def _spec(act: str) -> Activation:
     return ACTIVATIONS[act]
 
 
-def bias_act(x: jax.Array, b: jax.Array | None = None, act: str = "linear", alpha: float | None = None,
-             gain: float | None = None, clamp: float | None = None, dim: int = -1) -> jax.Array:
+def bias_act(
+    x: jax.Array,
+    b: jax.Array | None = None,
+    act: str = "linear",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+    dim: int = -1,
+) -> jax.Array:
     """Adds a bias, applies an activation, scales by a gain and clamps.
 
     Args:
@@ -73,7 +82,9 @@ def bias_act(x: jax.Array, b: jax.Array | None = None, act: str = "linear", alph
     if b is not None:
         dim = dim % x.ndim
         if b.ndim != 1 or b.shape[0] != x.shape[dim]:
-            raise ValueError(f"bias must have shape [{x.shape[dim]}] (x.shape[{dim}]), got {tuple(b.shape)}.")
+            raise ValueError(
+                f"bias must have shape [{x.shape[dim]}] (x.shape[{dim}]), got {tuple(b.shape)}."
+            )
         x = x + b.astype(x.dtype).reshape([-1 if i == dim else 1 for i in range(x.ndim)])
     x = spec.func(x, alpha)
     if gain != 1:

@@ -1,10 +1,12 @@
-"""The matmul/convolution precision the ports trace with: ``HIGHEST`` (float32 throughout) unless a caller asks for
-the backend's default passes (TF32/bf16 on GPU/TPU; no difference on CPU) inside :func:`use`.
+"""The matmul/convolution precision the ports trace with: ``HIGHEST`` (float32 throughout) unless a
+caller asks for the backend's default passes (TF32/bf16 on GPU/TPU; no difference on CPU) inside
+:func:`use`.
 
 The value is read when a function is traced, so a jitted function keeps the precision of its trace;
 :func:`regfac_jax.jacobian.weighted_grams` therefore takes it in its static
 :class:`~regfac_jax.jacobian.JacobianOptions`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +20,8 @@ _STATE = threading.local()
 
 
 def matmul_precision() -> lax.Precision:
-    """The precision for matrix products and convolutions in the current trace (``HIGHEST`` by default)."""
+    """The precision for matrix products and convolutions in the current trace (``HIGHEST`` by
+    default)."""
     return getattr(_STATE, "value", lax.Precision.HIGHEST)
 
 
