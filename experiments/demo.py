@@ -42,9 +42,10 @@ def main(argv):
     from regfac_jax import demo
 
     settings = _CONFIG.value.to_dict()
-    overwrite = settings.pop("overwrite")
-    settings["regions"] = tuple(r.strip() for r in settings["regions"].split(",") if r.strip())
-    report = demo.run_demo(FLAGS.workdir, demo.DemoConfig(**settings), overwrite=overwrite)
+    overwrite = settings.pop("overwrite")  # the launcher's own setting
+    report = demo.run_demo(
+        FLAGS.workdir, demo.DemoConfig.from_config(settings), overwrite=overwrite
+    )
     print(report["table"])
     print(
         f"wrote {FLAGS.workdir}/locality.json, report.json, edit grids and GIFs in "

@@ -76,7 +76,7 @@ def inversion_config(inv):
     """The :class:`regfac_jax.inversion.InversionConfig` of a config's ``inversion`` block."""
     from regfac_jax import inversion
 
-    return inversion.InversionConfig.from_mapping(
+    return inversion.InversionConfig.from_config(
         {k: v for k, v in inv.items() if k not in _LAUNCHER_KEYS}
     )
 

@@ -309,7 +309,7 @@ class InversionConfig:
             object.__setattr__(self, field.name, value)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> InversionConfig:
+    def from_config(cls, values: Mapping[str, Any]) -> InversionConfig:
         """From ``{field name: value}`` (e.g. an ml_collections ``ConfigDict``'s settings).
 
         Raises:
@@ -628,7 +628,7 @@ def invert(
             f"config must be an InversionConfig (got {type(config).__name__}); build "
             "one with "
             "InversionConfig(num_steps=..., ...) or "
-            "InversionConfig.from_mapping(settings)."
+            "InversionConfig.from_config(settings)."
         )
     prob, opt = _problem(gen, images, config, space, lpips, seed)
     s = _Settings.of(config, lpips is not None)

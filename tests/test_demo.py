@@ -193,3 +193,17 @@ def test_reduced_demo_writes_its_outputs(tmp_path, shipped):
     (tmp_path / "junk" / "x.txt").write_text("x")
     with pytest.raises(FileExistsError, match="holds no run.json"):
         demo.run_demo(tmp_path / "junk", cfg, gen=shipped, progress=False)
+
+
+def test_demo_config_from_the_launchers_config():
+    from experiments.configs import demo as demo_config
+
+    settings = demo_config.get_config("tiny").to_dict()
+    del settings["overwrite"]  # the launcher's own setting
+    cfg = demo.DemoConfig.from_config({**settings, "regions": " eyes, mouth ,"})
+    assert cfg.regions == ("eyes", "mouth") and cfg.num_discovery == 2 and not cfg.robustness
+    defaults = demo_config.get_config().to_dict()
+    del defaults["overwrite"]
+    assert demo.DemoConfig.from_config(defaults) == demo.DemoConfig()
+    with pytest.raises(ValueError, match=r"num_discover.*DemoConfig takes"):
+        demo.DemoConfig.from_config({"num_discover": 8})

@@ -323,11 +323,11 @@ def test_invert_refuses_bad_arrays(demo_gen):
 
 def test_inversion_config_refuses_unknown_and_invalid_settings(demo_gen):
     # defaults: the projector's
-    assert inversion.InversionConfig() == inversion.InversionConfig.from_mapping({})
+    assert inversion.InversionConfig() == inversion.InversionConfig.from_config({})
     with pytest.raises(
         ValueError, match=r"Unknown inversion setting\(s\) \['num_step'\].*num_steps"
     ):
-        inversion.InversionConfig.from_mapping({"num_step": 10})
+        inversion.InversionConfig.from_config({"num_step": 10})
     bad = [
         ("num_steps", 0, "> 0"),
         ("num_steps", 2.5, "finite int"),

@@ -22,11 +22,6 @@ def get_config(arg: str | None = None):
     fields["regions"] = ",".join(fields["regions"])  # a comma-separated string on the command line
     cfg = ml_collections.ConfigDict({**fields, "overwrite": False})
     if a.tiny:
-        cfg.num_discovery, cfg.num_eval, cfg.num_ganspace, cfg.calibration_iters, cfg.robustness = (
-            2,
-            4,
-            256,
-            8,
-            False,
-        )
+        cfg.num_discovery, cfg.num_eval, cfg.num_ganspace = 2, 4, 256
+        cfg.calibration_iters, cfg.robustness = 8, False
     return cfg

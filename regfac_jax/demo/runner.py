@@ -306,6 +306,23 @@ class DemoConfig:
     grid_scale: float = 3.0
     seed: int = 0
 
+    @classmethod
+    def from_config(cls, cfg) -> DemoConfig:
+        """From ``{field name: value}``, e.g. ``experiments/configs/demo.py``'s ConfigDict without
+        the launcher's own ``overwrite``; ``regions`` may be a comma-separated string.
+
+        Raises:
+          ValueError: a name that is not a field (the message lists the fields).
+        """
+        values = dict(cfg)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"Unknown demo setting(s) {unknown}; DemoConfig takes {names}.")
+        if isinstance(values.get("regions"), str):
+            values["regions"] = tuple(r.strip() for r in values["regions"].split(",") if r.strip())
+        return cls(**values)
+
 
 def sample_w(gen, seed: int, num: int, psi: float) -> np.ndarray:
     """``num`` w vectors ``[num, w_dim]`` of ``gen`` from the z seed ``seed``, truncated towards
