@@ -117,8 +117,7 @@ def main():
     wall, cpu = region_to_directions(model, args.num_samples, args.repeats)
     print(
         f"region -> directions (ReSeFa, N = {args.num_samples}): {wall:.2f} s wall (median of "
-        f"{args.repeats}), "
-        f"{cpu:.2f} s process CPU"
+        f"{args.repeats}), {cpu:.2f} s process CPU"
     )
     session = core.compute(
         core.set_box(core.new_session(model, 0), *MOUTH_BOX), "resefa", args.num_samples, 5

@@ -77,8 +77,7 @@ def run(
     t_jac = median_seconds(lambda: jacfwd(fn, latent), 5)
     print(
         f"device: {jax.devices()[0].device_kind}; model {model} {resolution}x{resolution}x{c}, "
-        f"d={d}, "
-        f"tangent_chunk={chunk}, {weights.shape[0] // 2} regions"
+        f"d={d}, tangent_chunk={chunk}, {weights.shape[0] // 2} regions"
     )
     print(f"{'what':38s} {'seconds':>9s} {'/ floor':>8s} {'memory GiB':>11s}")
     print(

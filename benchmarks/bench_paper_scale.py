@@ -87,8 +87,7 @@ def bench_plans(models: list[str], budget: int) -> list[dict]:
         }
         print(
             f"plan {name:12s} {row['preprocess']:8s}: {plan.strategy} chunk {plan.tangent_chunk} "
-            f"block {plan.block}"
-            f" peak {plan.peak_bytes / 2**30:.2f} GiB (planned in "
+            f"block {plan.block} peak {plan.peak_bytes / 2**30:.2f} GiB (planned in "
             f"{row['planning_seconds']:.0f} s)",
             flush=True,
         )
@@ -151,8 +150,7 @@ def bench_forward(
                 "max_abs_image_difference": diff,
             }
             print(
-                f"forward {res:5d}px batch {n}: ours {t['ours']:.2f} s, torch {t['torch']:.2f} "
-                "s, "
+                f"forward {res:5d}px batch {n}: ours {t['ours']:.2f} s, torch {t['torch']:.2f} s, "
                 f"torch/ours {row['torch_over_ours']:.2f} (images agree to {diff:.1e})",
                 flush=True,
             )
@@ -226,8 +224,7 @@ def bench_grams(sg2ada: str, resolution: int, budget: int, chunks: int) -> dict:
     }
     print(
         f"grams {resolution}px: per tangent ours {ours_tan:.2f} s ({plan.strategy}, chunk {k}, "
-        f"block {block}), "
-        f"torch.func {torch_tan:.2f} s; per sample (extrapolated) ours "
+        f"block {block}), torch.func {torch_tan:.2f} s; per sample (extrapolated) ours "
         f"{row['ours_seconds_per_sample_extrapolated'] / 3600:.2f} h, torch.func Jacobian alone "
         f"{row['torch_func_jacobian_seconds_per_sample_extrapolated'] / 3600:.2f} h",
         flush=True,

@@ -85,8 +85,7 @@ def bench_jacobian(resolution: int, w_dim: int, repeats: int) -> None:
     floor = min(floors.values())
     print(
         f"\njacobian at {resolution}px, w_dim {w_dim} (jacfwd over {w_dim} tangents); floor = "
-        "fastest forward "
-        f"pass at batch {w_dim}: {floor * 1e3:.1f} ms "
+        f"fastest forward pass at batch {w_dim}: {floor * 1e3:.1f} ms "
         + str({m: f"{t * 1e3:.1f} ms" for m, t in floors.items()})
     )
     for m in MODULATIONS:

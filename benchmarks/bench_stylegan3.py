@@ -134,8 +134,7 @@ def bench_filtered_lrelu(gen: StyleGAN3Generator, batch: int, repeats: int) -> N
     print(f"filtered_lrelu, batch {batch}: ours vs naive separate passes (ms, median of {repeats})")
     print(
         f"{'layer':>12} {'in':>9} {'up/down':>8} {'down filter':>11} {'ours':>9} {'naive':>9} "
-        f"{'speedup':>8} "
-        f"{'rel diff':>9}"
+        f"{'speedup':>8} {'rel diff':>9}"
     )
     rng = np.random.default_rng(0)
     for name, s in picks.items():
@@ -205,8 +204,7 @@ def main() -> None:
         gen = build(tiny_config(kind, args.resolution, args.w_dim, args.channel_max))
         print(
             f"\nStyleGAN3-{kind.upper()} {args.resolution}px, channel_max {args.channel_max}, "
-            f"w_dim {args.w_dim}, "
-            f"layers {', '.join(gen.layer_names)}"
+            f"w_dim {args.w_dim}, layers {', '.join(gen.layer_names)}"
         )
         bench_filtered_lrelu(gen, args.batch, args.repeats)
         print("synthesis and Jacobian (float32):")

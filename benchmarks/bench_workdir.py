@@ -51,8 +51,7 @@ def digest_cost(repeats: int) -> None:
     seconds = _median(lambda: io_utils.tree_digest(tree), repeats)
     print(
         f"weights digest: {n / 1e6:.1f}M float32 parameters ({n * 4 / 2**20:.0f} MiB) in "
-        f"{seconds:.3f} s "
-        f"({n * 4 / seconds / 1e9:.2f} GB/s)"
+        f"{seconds:.3f} s ({n * 4 / seconds / 1e9:.2f} GB/s)"
     )
 
 
@@ -128,8 +127,7 @@ def loop_vs_resumable(repeats: int, samples: int, d: int, resolution: int) -> No
         f"toy {resolution}x{resolution}x3, d={d}, {samples} samples, 1 device: loop {t_loop:.3f} "
         "s; run_resumable "
         f"(one save at the end) {t_end:.3f} s = {t_end / t_loop:.2f}x; (a save after every "
-        f"sample) {t_each:.3f} s "
-        f"= {t_each / t_loop:.2f}x"
+        f"sample) {t_each:.3f} s = {t_each / t_loop:.2f}x"
     )
 
 

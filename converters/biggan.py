@@ -143,17 +143,14 @@ def _check_sizes(state_dict, cfg: dict) -> None:
     )
     if tuple(emb) != (cfg["z_dim"], cfg["num_classes"]):
         problems.append(
-            f"embeddings.weight is {tuple(emb)} = (z_dim, num_classes) but the config "
-            "says "
+            f"embeddings.weight is {tuple(emb)} = (z_dim, num_classes) but the config says "
             f"z_dim={cfg['z_dim']}, num_classes={cfg['num_classes']}"
         )
     gen = np.shape(state_dict.get("generator.gen_z.bias", np.zeros(256 * cfg["channel_width"])))
     if len(gen) == 1 and gen[0] != 256 * cfg["channel_width"]:
         problems.append(
-            f"generator.gen_z.bias has {gen[0]} entries = 4*4*16*channel_width, i.e. "
-            "channel_width="
-            f"{gen[0] / 256:g}, but the config says "
-            f"channel_width={cfg['channel_width']}"
+            f"generator.gen_z.bias has {gen[0]} entries = 4*4*16*channel_width, i.e. channel_width="
+            f"{gen[0] / 256:g}, but the config says channel_width={cfg['channel_width']}"
         )
     rm = np.shape(state_dict.get("generator.bn.running_means", np.zeros((cfg["n_stats"], 1))))
     if len(rm) == 2 and rm[0] != cfg["n_stats"]:

@@ -86,8 +86,7 @@ class StrictStateDict:
             )
         lines.append(
             "  Check that the config (resolution, channel_base/channel_max, mapping "
-            "depth, c_dim, ...) "
-            "is the one this checkpoint was trained with."
+            "depth, c_dim, ...) is the one this checkpoint was trained with."
         )
         raise ConversionError("\n".join(lines))
 

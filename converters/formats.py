@@ -51,8 +51,7 @@ __all__ = [
 ]
 
 _LEGACY_HINT = (
-    "the official converter "
-    "https://github.com/NVlabs/stylegan2-ada-pytorch/blob/main/legacy.py "
+    "the official converter https://github.com/NVlabs/stylegan2-ada-pytorch/blob/main/legacy.py "
     "(python legacy.py --source=OLD.pkl --dest=NEW.pkl)"
 )
 
@@ -130,8 +129,7 @@ def _single_network(network: str | None, path, what: str) -> None:
     if network is not None:
         raise CheckpointFormatError(
             f"{path} is a {what}, which holds one generator; network={network!r} only selects an "
-            "entry of a "
-            "multi-network file (an NVlabs snapshot: 'G_ema', 'G'; a Hammer checkpoint: "
+            "entry of a multi-network file (an NVlabs snapshot: 'G_ema', 'G'; a Hammer checkpoint: "
             "'generator_smooth', "
             "'generator'). Leave it out (drop the ':NAME' suffix of the model spec)."
         )
@@ -161,8 +159,7 @@ def _reject_non_checkpoints(path: pathlib.Path, head: bytes) -> None:
         )
     if head.startswith((b"{", b"[")):
         raise CheckpointFormatError(
-            f"{path} is a JSON/text file, not a checkpoint; pass the "
-            "weights file (a "
+            f"{path} is a JSON/text file, not a checkpoint; pass the weights file (a "
             "JSON config belongs beside a plain state_dict)."
         )
     if head.startswith(b"\x89HDF"):
@@ -171,8 +168,7 @@ def _reject_non_checkpoints(path: pathlib.Path, head: bytes) -> None:
         )
     if head.startswith(b"\x93NUMPY"):
         raise CheckpointFormatError(
-            f"{path} is a single NumPy array (.npy), not a checkpoint; a "
-            "state_dict "
+            f"{path} is a single NumPy array (.npy), not a checkpoint; a state_dict "
             "saved as .npz with a config JSON beside it is supported."
         )
     if b"dnnlib.tflib" in head or (head[:1] == b"\x80" and _mentions_tflib(path)):
@@ -194,8 +190,7 @@ def _tensorflow_error(path: pathlib.Path) -> CheckpointFormatError:
             f"{path} is a TensorFlow StyleGAN (version 1) pickle (dnnlib.tflib, G_style). "
             "StyleGAN1 is not "
             "supported (only StyleGAN2, StyleGAN3 and BigGAN-deep), and NVIDIA's legacy converter "
-            "does not "
-            "convert StyleGAN1 either. Use a StyleGAN2/3 model."
+            "does not convert StyleGAN1 either. Use a StyleGAN2/3 model."
         )
     return CheckpointFormatError(
         f"{path} is a TensorFlow StyleGAN2 pickle (dnnlib.tflib); TensorFlow checkpoints are not "
@@ -233,10 +228,8 @@ def _read_directory(path: pathlib.Path) -> Checkpoint:
         )
     raise CheckpointFormatError(
         f"{path} is a directory but not a supported one: expected a pytorch-pretrained-biggan "
-        "folder "
-        "(config.json + pytorch_model.bin) or a folder written by `python -m converters` "
-        "(generator.json); "
-        f"it holds {sorted(p.name for p in path.iterdir())[:10]}."
+        "folder (config.json + pytorch_model.bin) or a folder written by `python -m converters` "
+        f"(generator.json); it holds {sorted(p.name for p in path.iterdir())[:10]}."
     )
 
 
@@ -265,8 +258,7 @@ def _interpret(tree: Any, path: pathlib.Path, network: str | None) -> Checkpoint
                 )
     if isinstance(tree, TorchModule):
         raise CheckpointFormatError(
-            f"{path} holds a whole pickled torch module "
-            f"({tree.class_path}); save its "
+            f"{path} holds a whole pickled torch module ({tree.class_path}); save its "
             "state_dict() with torch.save and pass that with a config JSON."
         )
     summary = list(tree)[:10] if isinstance(tree, Mapping) else type(tree).__name__
@@ -293,8 +285,7 @@ def _from_plain(sd: dict, path: pathlib.Path, what: str) -> Checkpoint:
         return _from_hammer({"models": {"generator": sd}}, path)
     if _looks_like_discriminator(sd):
         raise CheckpointFormatError(
-            f"{path} holds a discriminator state_dict (keys such as "
-            "b4.out.weight); a "
+            f"{path} holds a discriminator state_dict (keys such as b4.out.weight); a "
             "generator is needed."
         )
     cfg_path = _find_config(path)
@@ -303,8 +294,7 @@ def _from_plain(sd: dict, path: pathlib.Path, what: str) -> Checkpoint:
             f"{path} is a plain {what}, which does not record its architecture: put its config "
             "beside it as "
             f'{path.with_suffix(".json").name} or config.json, e.g. {{"kind": "stylegan2", '
-            '"config": '
-            '{<the official Generator kwargs>}} or {"class_name": '
+            '"config": {<the official Generator kwargs>}} or {"class_name": '
             '"training.networks.Generator", '
             '"init_kwargs": {...}} (a pytorch-pretrained-biggan config.json also works).'
         )
@@ -345,8 +335,7 @@ def _parse_config(cfg: Any, cfg_path: pathlib.Path) -> tuple[str, dict]:
         f'{cfg_path} is not a config this loader understands: expected {{"kind": ..., '
         f'"config": {{...}}}}, '
         '{"class_name": "training.networks.Generator", "init_kwargs": {...}} or a '
-        "pytorch-pretrained-"
-        "biggan config.json."
+        "pytorch-pretrained-biggan config.json."
     )
 
 
@@ -420,8 +409,7 @@ def _from_hammer(tree: Mapping, path: pathlib.Path, network: str | None = None) 
         isinstance(models.get(network), Mapping) and "discriminator" not in network
     ):
         raise CheckpointFormatError(
-            f"{path}: the Hammer checkpoint has no generator {network!r}; "
-            "its models are "
+            f"{path}: the Hammer checkpoint has no generator {network!r}; its models are "
             f"{sorted(map(str, models))}."
         )
     entry = network or next(
@@ -430,8 +418,7 @@ def _from_hammer(tree: Mapping, path: pathlib.Path, network: str | None = None) 
     if entry is None:
         if any("discriminator" in str(k) for k in models):
             raise CheckpointFormatError(
-                f"{path} holds only a discriminator ({sorted(models)}); a "
-                "generator "
+                f"{path} holds only a discriminator ({sorted(models)}); a generator "
                 "('generator_smooth' or 'generator') is needed."
             )
         raise CheckpointFormatError(
@@ -447,10 +434,8 @@ def _from_hammer(tree: Mapping, path: pathlib.Path, network: str | None = None) 
         or any(".epilogue." in k for k in sd)
     ):
         raise CheckpointFormatError(
-            f"{path} is a Hammer {model_type or 'StyleGAN (v1) / PGGAN'} "
-            "generator; "
-            "StyleGAN1 and PGGAN are not supported (only StyleGAN2, "
-            "StyleGAN3, BigGAN)."
+            f"{path} is a Hammer {model_type or 'StyleGAN (v1) / PGGAN'} generator; "
+            "StyleGAN1 and PGGAN are not supported (only StyleGAN2, StyleGAN3, BigGAN)."
         )
     if "synthesis.early_layer.const" in sd:
         kind, out, config = _hammer_sg2(sd, kwargs, path)
@@ -458,8 +443,7 @@ def _from_hammer(tree: Mapping, path: pathlib.Path, network: str | None = None) 
         kind, out, config = _hammer_sg3(sd, kwargs, path)
     else:
         raise CheckpointFormatError(
-            f"{path}: Hammer generator '{entry}' is neither StyleGAN2 nor "
-            "StyleGAN3 "
+            f"{path}: Hammer generator '{entry}' is neither StyleGAN2 nor StyleGAN3 "
             f"(keys: {sorted(sd)[:8]} ...)."
         )
     return Checkpoint(kind, out, config, f"Hammer checkpoint {path} [{entry}]")
@@ -483,8 +467,7 @@ def _check_hammer_options(kwargs: Mapping, defaults: Mapping, path) -> None:
                 bad.append(f"{name}={value!r} (official: {default!r})")
     if bad:
         raise ConversionError(
-            f"{path}: the Hammer generator uses options the official "
-            "architecture cannot "
+            f"{path}: the Hammer generator uses options the official architecture cannot "
             f"express: {', '.join(bad)}."
         )
 
@@ -518,8 +501,7 @@ def _hammer_mapping(sd: Mapping, kwargs: Mapping, w_dim: int, path) -> tuple[dic
     if last != w_dim or tuple(sd["w_avg"].shape) != (w_dim,):
         raise ConversionError(
             f"{path}: the mapping outputs {last} values and w_avg has shape "
-            f"{tuple(sd['w_avg'].shape)} for w_dim {w_dim}; Hammer's "
-            "repeat_w=False (one w per "
+            f"{tuple(sd['w_avg'].shape)} for w_dim {w_dim}; Hammer's repeat_w=False (one w per "
             "layer) has no official equivalent."
         )
     out["mapping.w_avg"] = sd["w_avg"]
@@ -555,10 +537,8 @@ def _infer_sg2_channels(channels: Mapping[int, int], path) -> tuple[int, int]:
     base = _nicest_in(lo, hi)
     if base is None or any(min(base // r, cmax) != c for r, c in channels.items()):
         raise ConversionError(
-            f"{path}: no channel_base/channel_max reproduces the per-resolution "
-            "channels "
-            f"{dict(channels)} (the official rule is min(channel_base // res, "
-            "channel_max))."
+            f"{path}: no channel_base/channel_max reproduces the per-resolution channels "
+            f"{dict(channels)} (the official rule is min(channel_base // res, channel_max))."
         )
     return base, cmax
 
@@ -613,8 +593,7 @@ def _hammer_sg2(sd: Mapping, kwargs: Mapping, path) -> tuple[str, dict, dict]:
     n_blocks = (n_layers + 1) // 2
     if f"synthesis.output{n_blocks - 1}.weight" not in sd or n_layers % 2 == 0:
         raise ConversionError(
-            f"{path}: {n_layers} synthesis layers and no output{n_blocks - 1}: "
-            "not a complete "
+            f"{path}: {n_layers} synthesis layers and no output{n_blocks - 1}: not a complete "
             "Hammer StyleGAN2 generator."
         )
     arch = (
@@ -740,8 +719,7 @@ def _infer_sg3_channels(channels: list[int], cutoffs: np.ndarray, path) -> tuple
         channels
     ):
         raise ConversionError(
-            f"{path}: no channel_base/channel_max reproduces the StyleGAN3 layer "
-            "channels "
+            f"{path}: no channel_base/channel_max reproduces the StyleGAN3 layer channels "
             f"{channels}."
         )
     return base, cmax
@@ -794,10 +772,8 @@ def _infer_sg3_resolution(sd: Mapping, kwargs: Mapping, num_layers: int, radial:
         ]
     if len(matches) != 1:
         raise ConversionError(
-            f"{path}: cannot infer the StyleGAN3 resolution from the filter "
-            "shapes (candidates "
-            f"{matches}); the checkpoint does not follow the official layer "
-            "schedule."
+            f"{path}: cannot infer the StyleGAN3 resolution from the filter shapes (candidates "
+            f"{matches}); the checkpoint does not follow the official layer schedule."
         )
     return matches[0]
 
@@ -808,8 +784,7 @@ def _hammer_sg3(sd: Mapping, kwargs: Mapping, path) -> tuple[str, dict, dict]:
     out, sizes, mapping_kwargs = _hammer_mapping(sd, kwargs, w_dim, path)
     if "layer_features" in mapping_kwargs or "embed_features" in mapping_kwargs:
         raise ConversionError(
-            f"{path}: the official StyleGAN3 mapping has w_dim hidden and "
-            "embedding features; "
+            f"{path}: the official StyleGAN3 mapping has w_dim hidden and embedding features; "
             f"this one has {mapping_kwargs}."
         )
     n = _count(sd, "synthesis.layer{}.conv.weight")

@@ -37,10 +37,8 @@ def default_linear_path() -> pathlib.Path:
     spec = importlib.util.find_spec("lpips")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            "The LPIPS linear heads come from the `lpips` package's "
-            "weights/v0.1/vgg.pth: "
-            "`pip install lpips --no-deps` (it ships them), or pass the file's "
-            "path."
+            "The LPIPS linear heads come from the `lpips` package's weights/v0.1/vgg.pth: "
+            "`pip install lpips --no-deps` (it ships them), or pass the file's path."
         )
     path = pathlib.Path(list(spec.submodule_search_locations)[0]).joinpath(*LINEAR_FILE)
     if not path.is_file():
@@ -123,8 +121,7 @@ def load(vgg16_path: str | os.PathLike, linear_path: str | os.PathLike | None = 
     path = pathlib.Path(vgg16_path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"VGG16 weights {path} not found (torchvision's "
-            "vgg16-397923af.pth, or an .npz "
+            f"VGG16 weights {path} not found (torchvision's vgg16-397923af.pth, or an .npz "
             "written by `python -m converters.lpips`)."
         )
     if path.suffix == ".npz":

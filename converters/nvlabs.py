@@ -124,8 +124,7 @@ def select_network(tree: Mapping, network: str | None, path) -> tuple[str, Persi
         return name, nets[name]
     if name in nets:
         raise CheckpointFormatError(
-            f"{path}: {name} is a {nets[name].qualified_name}, not a "
-            "generator; this "
+            f"{path}: {name} is a {nets[name].qualified_name}, not a generator; this "
             f"file holds {_listing(nets)}." + _choose(path, gens)
         )
     if not gens:
@@ -137,8 +136,7 @@ def select_network(tree: Mapping, network: str | None, path) -> tuple[str, Persi
         what = "only a discriminator" if only_d else "no generator"
         raise CheckpointFormatError(
             f"{path} holds {what} ({_listing(nets)}); a generator is needed. Use the full network "
-            "snapshot "
-            "(network-snapshot-*.pkl), which holds G, D and G_ema."
+            "snapshot (network-snapshot-*.pkl), which holds G, D and G_ema."
         )
     if network is None:
         raise CheckpointFormatError(
@@ -158,8 +156,7 @@ def _choose(path, gens: list[str]) -> str:
     g = gens[0]
     return (
         f" To load a generator it holds ({', '.join(gens)}), name it: converters.load(path, "
-        f"network={g!r}) "
-        f"or, in the launchers, --config.model '{path}:{g}'."
+        f"network={g!r}) or, in the launchers, --config.model '{path}:{g}'."
     )
 
 
@@ -183,8 +180,7 @@ def generator_kind(g: PersistentObject, sd: Mapping, path) -> str:
         )
     if by_class is not None and by_class != by_structure:
         raise CheckpointFormatError(
-            f"{path}: class {g.qualified_name} implies {by_class} but its "
-            "parameters are "
+            f"{path}: class {g.qualified_name} implies {by_class} but its parameters are "
             f"those of {by_structure}; the file is inconsistent."
         )
     return by_structure
@@ -217,16 +213,13 @@ def port_config(class_name: str | None, kind: str, init_kwargs: Mapping[str, Any
 def _nest_flat_stylegan2(config: dict, path) -> dict:
     if "synthesis_kwargs" in config:
         raise ConversionError(
-            f"{path}: stylegan3's networks_stylegan2.Generator takes its "
-            "synthesis options flat, "
-            "but these init_kwargs nest them under synthesis_kwargs; the file is "
-            "inconsistent."
+            f"{path}: stylegan3's networks_stylegan2.Generator takes its synthesis options flat, "
+            "but these init_kwargs nest them under synthesis_kwargs; the file is inconsistent."
         )
     fused = config.pop("fused_modconv_default", True)
     if not (fused is True or fused is False or fused == "inference_only"):
         raise ConversionError(
-            f"{path}: fused_modconv_default={fused!r}; the official values are "
-            "True, False and "
+            f"{path}: fused_modconv_default={fused!r}; the official values are True, False and "
             "'inference_only'."
         )
     unknown = sorted(set(config) - _GENERATOR_KEYS - _FLAT_SYNTHESIS_KEYS)
@@ -281,10 +274,8 @@ def read_snapshot(
     if isinstance(tree, PersistentObject):
         if network is not None:
             raise CheckpointFormatError(
-                f"{path} holds a single pickled {tree.qualified_name}, not "
-                "a snapshot dict "
-                f"of named networks; network={network!r} cannot select "
-                "anything in it."
+                f"{path} holds a single pickled {tree.qualified_name}, not a snapshot dict "
+                f"of named networks; network={network!r} cannot select anything in it."
             )
         name, g = f"single pickled {tree.class_name}", tree
         if g.class_name != "Generator":

@@ -131,7 +131,6 @@ def _check_finite(*trees: dict) -> None:
     bad = [k for tree in trees for k, v in tree.items() if not np.all(np.isfinite(v))]
     if bad:
         raise ConversionError(
-            f"StyleGAN2 state_dict has non-finite values (NaN/inf) in {bad}; the "
-            "checkpoint is "
+            f"StyleGAN2 state_dict has non-finite values (NaN/inf) in {bad}; the checkpoint is "
             "corrupt or was saved mid-divergence."
         )

@@ -237,8 +237,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *unused) -> np.ndarra
     last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     if last >= numel:  # a malformed file must never make us read past the storage
         raise CheckpointFormatError(
-            f"tensor of size {size}, stride {stride}, offset "
-            f"{storage_offset} reaches "
+            f"tensor of size {size}, stride {stride}, offset {storage_offset} reaches "
             f"element {last} of a storage holding only {numel}."
         )
     item = storage.data.itemsize
@@ -271,8 +270,7 @@ def _rebuild_from_type_v2(func, new_type, args, state):
         _rebuild_from_numpy,
     ) or not (isinstance(new_type, type) and issubclass(new_type, _TensorTypeMarker)):
         raise UnsafeCheckpointError(
-            "torch._tensor._rebuild_from_type_v2 called with a function or "
-            "type that is "
+            "torch._tensor._rebuild_from_type_v2 called with a function or type that is "
             "not a tensor rebuild; refused."
         )
     return func(*args)
@@ -349,8 +347,7 @@ class _NumpyDType:
     def __init__(self, code, align=False, copy=True):
         if not isinstance(code, str) or code not in self._ALLOWED:
             raise UnsafeCheckpointError(
-                f"numpy dtype {code!r} is not a plain numeric dtype; "
-                "object, structured "
+                f"numpy dtype {code!r} is not a plain numeric dtype; object, structured "
                 "and void arrays are refused (they can carry pickled code)."
             )
         self.code = code
@@ -378,8 +375,7 @@ class _NumpyArray:
         _, shape, dtype, fortran, raw = state
         if not isinstance(dtype, _NumpyDType) or not isinstance(raw, (bytes, bytearray)):
             raise UnsafeCheckpointError(
-                "pickled numpy array without a plain dtype and raw bytes "
-                "(object arrays "
+                "pickled numpy array without a plain dtype and raw bytes (object arrays "
                 "are refused)."
             )
         shape = _check_ints("shape", shape)
@@ -430,8 +426,7 @@ def _latin1_bytes(*args) -> bytes:
         return args[0].encode("latin1")
     except UnicodeEncodeError:
         raise CheckpointFormatError(
-            "malformed protocol-2 bytes: _codecs.encode(text, 'latin1') "
-            "with a character "
+            "malformed protocol-2 bytes: _codecs.encode(text, 'latin1') with a character "
             "above U+00FF (not one byte per character)."
         ) from None
 
@@ -498,8 +493,7 @@ def _resolve_global(module: str, name: str) -> Any:
             f"this is a TensorFlow network pickle (it refers to {module}.{name}); TensorFlow "
             "checkpoints are not "
             "supported. Convert it to the PyTorch format first with the official converter "
-            f"{_LEGACY_CONVERTER}, "
-            "then load the converted .pkl."
+            f"{_LEGACY_CONVERTER}, then load the converted .pkl."
         )
     raise UnsafeCheckpointError(
         f"refusing to load: the pickle refers to the global {module}.{name}, which is not on the "
@@ -507,8 +501,7 @@ def _resolve_global(module: str, name: str) -> Any:
         "tensor, container and NVlabs-record types. Loading it with plain pickle/torch.load could "
         "execute "
         "arbitrary code; nothing from the file was run. If this is a genuine checkpoint of another "
-        "kind, save "
-        "its state_dict with torch.save and load that instead."
+        "kind, save its state_dict with torch.save and load that instead."
     )
 
 
@@ -551,8 +544,7 @@ def scan_pickle(stream: io.BytesIO, what: str = "pickle") -> list[tuple[str, str
         if isinstance(err, (UnsafeCheckpointError, CheckpointFormatError)):
             raise
         raise CheckpointFormatError(
-            f"{what} is not a complete pickle ({err}); the file is "
-            "truncated or is not a "
+            f"{what} is not a complete pickle ({err}); the file is truncated or is not a "
             "PyTorch/NVlabs checkpoint (an interrupted download?)."
         ) from None
     return names
@@ -563,10 +555,8 @@ def _scan_one(op, arg, stack: list, memo: dict, names: list) -> None:
     name = op.name
     if name in ("INST", "OBJ"):
         raise UnsafeCheckpointError(
-            f"refusing to load: the pickle uses the {name} opcode (class "
-            "instantiation "
-            "by the unpickler), which no PyTorch checkpoint uses; nothing "
-            "was run."
+            f"refusing to load: the pickle uses the {name} opcode (class instantiation "
+            "by the unpickler), which no PyTorch checkpoint uses; nothing was run."
         )
     if name in ("GLOBAL", "STACK_GLOBAL"):
         names.append(_checked_global(name, arg, stack))
@@ -590,8 +580,7 @@ def _checked_global(name: str, arg, stack: list) -> tuple[str, str]:
         module, qual = (stack[-2], stack[-1]) if len(stack) >= 2 else (_UNKNOWN, _UNKNOWN)
         if not (isinstance(module, str) and isinstance(qual, str)):
             raise UnsafeCheckpointError(
-                "refusing to load: STACK_GLOBAL with names computed at "
-                "load time cannot "
+                "refusing to load: STACK_GLOBAL with names computed at load time cannot "
                 "be checked; nothing was run."
             )
     _resolve_global(module, qual)
@@ -683,8 +672,7 @@ def _read_zip(zf: zipfile.ZipFile, path: str) -> Any:
     if not pkls:
         if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
             raise CheckpointFormatError(
-                f"{path} is a TorchScript archive (torch.jit.save); save "
-                "the model's "
+                f"{path} is a TorchScript archive (torch.jit.save); save the model's "
                 "state_dict with torch.save instead."
             )
         raise CheckpointFormatError(
@@ -758,8 +746,7 @@ def _read_legacy(stream: io.BytesIO, what: str) -> Any:
         raw = stream.read(count * buf.itemsize)
         if count != buf.size or len(raw) != count * buf.itemsize:
             raise CheckpointFormatError(
-                f"{what}: storage {key} is truncated or inconsistent "
-                f"({len(raw)} bytes "
+                f"{what}: storage {key} is truncated or inconsistent ({len(raw)} bytes "
                 f"for {buf.size} elements)."
             )
         buf[:] = np.frombuffer(raw, buf.dtype)
@@ -879,15 +866,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     obj = read_torch_file(path)
     if not isinstance(obj, Mapping):
         raise CheckpointFormatError(
-            f"{path} holds a {type(obj).__name__}, not a state_dict (a "
-            "mapping of names "
+            f"{path} holds a {type(obj).__name__}, not a state_dict (a mapping of names "
             "to tensors)."
         )
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)]
     if bad:
         raise CheckpointFormatError(
-            f"{path} is not a flat state_dict: entries {bad[:5]} are not "
-            "tensors "
+            f"{path} is not a flat state_dict: entries {bad[:5]} are not tensors "
             f"(top-level keys: {list(obj)[:10]})."
         )
     return dict(obj)

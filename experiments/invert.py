@@ -166,8 +166,7 @@ def _write(workdir, x, files, result, seconds) -> dict:
     io_utils.write_json(workdir / "inversion.json", report)
     print(
         f"{len(files)} images, {result.space}, {result.num_steps} steps, {seconds:.1f} s: mean "
-        "PSNR "
-        f"{report['mean_psnr']:.2f} dB, mean SSIM {report['mean_ssim']:.3f}; wrote {workdir}"
+        f"PSNR {report['mean_psnr']:.2f} dB, mean SSIM {report['mean_ssim']:.3f}; wrote {workdir}"
     )
     return report
 

@@ -28,8 +28,7 @@ def main(argv):
     )
     print(
         f"wrote {sum(p.suffix == '.png' for p in outputs)} grids and "
-        f"{sum(p.suffix == '.gif' for p in outputs)} "
-        f"GIFs; open {_WORKDIR.value}/index.html"
+        f"{sum(p.suffix == '.gif' for p in outputs)} GIFs; open {_WORKDIR.value}/index.html"
     )
 
 

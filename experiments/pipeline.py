@@ -100,10 +100,8 @@ def load_model(spec: str):
         path, network = pathlib.Path(head).expanduser(), tail
     if not path.exists():
         raise FileNotFoundError(
-            f"Model {spec!r} not found: give 'demo', 'fixture:<name>', a "
-            "checkpoint file (with "
-            "an optional ':<network>' suffix such as 'snapshot.pkl:G') or a "
-            "converted "
+            f"Model {spec!r} not found: give 'demo', 'fixture:<name>', a checkpoint file (with "
+            "an optional ':<network>' suffix such as 'snapshot.pkl:G') or a converted "
             "checkpoint directory."
         )
     from regfac_jax import checkpoint
@@ -370,8 +368,7 @@ def unset_is_none(value, field: str):
     """
     if value is not None and not isinstance(value, bool) and value in (-1, ""):
         raise errors.ConfigError(
-            f"--config.{field} is {value!r}, an old sentinel for 'unset'; use "
-            "None "
+            f"--config.{field} is {value!r}, an old sentinel for 'unset'; use None "
             f"(--config.{field}=None) to leave it unset."
         )
     return value
@@ -541,8 +538,7 @@ def solver_settings(cfg) -> tuple[str, dict]:
     if full_rank and not cfg.official:
         raise ValueError(
             "--config.official_full_rank True selects the paper's --full_rank variant "
-            "of the official "
-            "pipeline; set --config.official True as well (or use "
+            "of the official pipeline; set --config.official True as well (or use "
             "--config.solver.method)."
         )
     method = (
@@ -552,8 +548,7 @@ def solver_settings(cfg) -> tuple[str, dict]:
         raise ValueError(
             "The paper's default run has no ridge, so --config.solver.tau has no "
             "effect on it; unset it "
-            "(None), or add --config.official_full_rank True for the paper's "
-            "--full_rank --tao."
+            "(None), or add --config.official_full_rank True for the paper's --full_rank --tao."
         )
     if method == "whiten":
         return method, {"regularization": cfg.solver.regularization, "tau": tau}
@@ -690,8 +685,7 @@ def manipulate(
     bad = [i for i in idx if not 0 <= i < all_dirs.shape[0]]
     if bad:
         raise errors.ConfigError(
-            f"Direction indices {bad} are beyond the {all_dirs.shape[0]} "
-            "directions in "
+            f"Direction indices {bad} are beyond the {all_dirs.shape[0]} directions in "
             f"{directions_path}."
         )
     unset_is_none(m.truncation_cutoff, "manipulate.truncation_cutoff")
@@ -872,8 +866,7 @@ def _write_html(workdir: pathlib.Path, outputs, directions_path, steps) -> None:
             )
     html = (
         "<!doctype html>\n<html><head><meta charset='utf-8'><title>regfac-jax "
-        "edits</title></head><body>\n"
-        f"<h1>Edits along {pathlib.Path(directions_path).name}</h1>\n"
+        f"edits</title></head><body>\n<h1>Edits along {pathlib.Path(directions_path).name}</h1>\n"
         f"<p>steps: {', '.join(plots.format_steps(steps))} (columns); rows: samples</p>\n"
         + "\n".join(rows)
         + "\n</body></html>\n"

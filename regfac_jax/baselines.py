@@ -54,8 +54,7 @@ def _check_gram(m, name: str) -> np.ndarray:
     m = np.asarray(m, np.float64)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise ValueError(
-            f"{name} must be one Gram matrix [d, d]; got shape {m.shape}. Pass one "
-            "region's Gram "
+            f"{name} must be one Gram matrix [d, d]; got shape {m.shape}. Pass one region's Gram "
             "(A[r], B[r]) from region_grams."
         )
     if not np.all(np.isfinite(m)):
@@ -206,10 +205,8 @@ def lowrankgan(
     projected = projected[np.linalg.norm(projected, axis=1) > 1e-9]
     if projected.shape[0] == 0:
         raise FloatingPointError(
-            "LowRankGAN: every principal direction of the foreground lies in "
-            "the background's "
-            "range, so nothing is left after projecting onto its null space; "
-            "raise num_relax."
+            "LowRankGAN: every principal direction of the foreground lies in the background's "
+            "range, so nothing is left after projecting onto its null space; raise num_relax."
         )
     return _unit_rows(projected[:k])
 

@@ -119,16 +119,14 @@ def load_generator(directory: str | os.PathLike):
     src = pathlib.Path(directory).absolute()
     if not is_generator_dir(src):
         raise FileNotFoundError(
-            f"{src} is not a regfac-jax generator directory (no {META_FILE}); "
-            "create one "
+            f"{src} is not a regfac-jax generator directory (no {META_FILE}); create one "
             "with `python -m converters --src CHECKPOINT --dst DIR`."
         )
     meta = json.loads((src / META_FILE).read_text())
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{src}/{META_FILE} has format {meta.get('format')!r} version "
-            f"{meta.get('format_version')!r}; this code reads {FORMAT!r} version "
-            f"{FORMAT_VERSION}."
+            f"{meta.get('format_version')!r}; this code reads {FORMAT!r} version {FORMAT_VERSION}."
         )
     tree = ocp.PyTreeCheckpointer().restore(src / ARRAYS_DIR)
     tree = _put_empty(

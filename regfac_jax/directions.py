@@ -225,10 +225,8 @@ def generalized_eigh(
     evals, dirs = fn(A, B, delta)
     if _is_concrete(evals) and not bool(jnp.all(jnp.isfinite(evals))):
         raise FloatingPointError(
-            "The eigen-solve produced NaN: A or B holds non-finite values, or "
-            "B + delta I is "
-            "not positive definite (use regularization='auto' or a larger "
-            "tau)."
+            "The eigen-solve produced NaN: A or B holds non-finite values, or B + delta I is "
+            "not positive definite (use regularization='auto' or a larger tau)."
         )
     if k is not None:
         evals, dirs = evals[..., :k], dirs[..., :k, :]
@@ -244,15 +242,13 @@ def _check_official_options(method: str, regularization, tau, b_orthonormal: boo
             f"method={method!r} reproduces the paper's "
             f"{'default' if method == 'official' else '--full_rank'} run, "
             f"which {'never regularises' if method == 'official' else 'adds tau * trace(B) * I'}; "
-            "got "
-            f"regularization={regularization!r}. Leave regularization unset, use "
+            f"got regularization={regularization!r}. Leave regularization unset, use "
             "method='official_full_rank' "
             "(B + tau * trace(B) * I) or method='whiten' with the regularization you want."
         )
     if method == "official" and tau is not None:
         raise ValueError(
-            "method='official' has no tau (the paper's default run adds no ridge); "
-            "use "
+            "method='official' has no tau (the paper's default run adds no ridge); use "
             "method='official_full_rank' for the paper's --full_rank --tao TAU."
         )
     if tau is not None and not tau >= 0:
@@ -290,8 +286,7 @@ def _official(A, B, k, full_rank: bool, tau: float):
     B32 = np.asarray(B, np.float32)
     if not (np.all(np.isfinite(A32)) and np.all(np.isfinite(B32))):
         raise FloatingPointError(
-            "A or B contains NaN or inf (or overflows float32, the paper's "
-            "dtype); check the "
+            "A or B contains NaN or inf (or overflows float32, the paper's dtype); check the "
             "Jacobians (regfac_jax.jacobian reports the sample)."
         )
     batch, d = A32.shape[:-2], A32.shape[-1]
@@ -303,8 +298,7 @@ def _official(A, B, k, full_rank: bool, tau: float):
     dirs = np.stack([v for _, v in solved]).reshape(batch + (d, d))
     if not (np.all(np.isfinite(evals)) and np.all(np.isfinite(dirs))):
         raise FloatingPointError(
-            "The paper's eig(inv(B) . A) produced NaN or inf: B is too close "
-            "to singular for "
+            "The paper's eig(inv(B) . A) produced NaN or inf: B is too close to singular for "
             "it; use method='official_full_rank' or method='whiten'."
         )
     if k is not None:

@@ -109,8 +109,7 @@ def initialize_distributed(
     manual = _manual_cluster(coordinator, num_processes, process_id)
     if jax.distributed.is_initialized():
         raise RuntimeError(
-            "jax.distributed is already initialised in this process; call "
-            "initialize_distributed "
+            "jax.distributed is already initialised in this process; call initialize_distributed "
             "once, at the start of the program."
         )
     if cpu_collectives is not None:
@@ -142,16 +141,14 @@ def _manual_cluster(
     match = _COORDINATOR.match(str(coordinator))
     if match is None or not 0 < int(match.group(1)) < 65536:
         raise ValueError(
-            "coordinator must be 'host:port' with a port in 1..65535 (e.g. "
-            "'10.0.0.2:1234'); "
+            "coordinator must be 'host:port' with a port in 1..65535 (e.g. '10.0.0.2:1234'); "
             f"got {coordinator!r}."
         )
     if int(num_processes) < 1:
         raise ValueError(f"num_processes must be >= 1; got {num_processes}.")
     if not 0 <= int(process_id) < int(num_processes):
         raise ValueError(
-            f"process_id must be in [0, {num_processes}); got {process_id}. Number "
-            "the hosts "
+            f"process_id must be in [0, {num_processes}); got {process_id}. Number the hosts "
             f"0..{int(num_processes) - 1}, with 0 on the coordinator's host."
         )
     return True
@@ -303,8 +300,7 @@ def _common_structure(fns: list) -> tuple[list, Any]:
     for i, (_, td) in enumerate(flat):
         if td != treedef:
             raise ValueError(
-                f"Per-sample function {i} has a different structure than function 0 "
-                f"({td} vs "
+                f"Per-sample function {i} has a different structure than function 0 ({td} vs "
                 f"{treedef}); build them all with the same call (e.g. latent_fn with "
                 "the same space)."
             )
@@ -330,8 +326,7 @@ def split_functions(fn: Callable | Sequence[Callable], n: int) -> SplitFunctions
     if len(fns) != n:
         raise ValueError(
             f"Got {len(fns)} per-sample functions for {n} latents; give one function "
-            "per latent, or "
-            "a single function shared by all."
+            "per latent, or a single function shared by all."
         )
     all_leaves, treedef = _common_structure(fns)
     # every function has the treedef's number of leaves
@@ -346,12 +341,10 @@ def split_functions(fn: Callable | Sequence[Callable], n: int) -> SplitFunctions
     size = sum(s.nbytes for s in stacked)
     if size > MAX_PER_SAMPLE_BYTES:
         raise ValueError(
-            f"The per-sample functions differ in {size / 2**20:.0f} MiB of arrays, "
-            "more than "
+            f"The per-sample functions differ in {size / 2**20:.0f} MiB of arrays, more than "
             f"{MAX_PER_SAMPLE_BYTES >> 20} MiB: the weights are probably copied per "
             "sample. Build all "
-            "functions from one generator object so its weights are shared (the same "
-            "arrays)."
+            "functions from one generator object so its weights are shared (the same arrays)."
         )
     return SplitFunctions(treedef, varying, shared, stacked)
 
@@ -461,8 +454,7 @@ class GramPlan:
                 f"{n} samples do not divide over {n_dev} devices. Use a multiple of "
                 f"{n_dev} samples "
                 f"(e.g. {n_pad}), or pad=True, which adds {n_pad - n} padding samples "
-                "whose Grams are "
-                "masked out exactly (at the cost of their compute)."
+                "whose Grams are masked out exactly (at the cost of their compute)."
             )
         return np.concatenate([idx, np.full(n_pad - n, idx[0])])
 
@@ -498,10 +490,8 @@ class GramPlan:
         if not ok.all():
             bad = idx[~ok].tolist()
             raise FloatingPointError(
-                f"Samples {bad} (of {self.num_samples}): the Jacobian holds "
-                "NaN or inf; check "
-                "those latents and the generator's weights for non-finite "
-                "values."
+                f"Samples {bad} (of {self.num_samples}): the Jacobian holds NaN or inf; check "
+                "those latents and the generator's weights for non-finite values."
             )
         total = np.asarray(outs[0].addressable_data(0))
         per = _to_host(outs[2])[:n] if per_sample else None

@@ -49,8 +49,7 @@ def direction_per_layer(direction, num_ws: int, w_dim: int) -> jnp.ndarray:
         f"A direction of shape {tuple(n.shape)} does not fit this latent space (num_ws={num_ws}, "
         f"w_dim={w_dim}); "
         f"expected [{w_dim}], [1, {w_dim}], [{num_ws}, {w_dim}] or [{num_ws * w_dim}]. Was it "
-        "computed for "
-        "another generator?"
+        "computed for another generator?"
     )
 
 
@@ -116,8 +115,7 @@ def _load_finite(path, what: str) -> np.ndarray:
         ) from None
     if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.number):
         raise errors.InputFileError(
-            f"{path}: expected a numeric .npy array of {what}, got "
-            f"{type(arr).__name__} "
+            f"{path}: expected a numeric .npy array of {what}, got {type(arr).__name__} "
             f"{getattr(arr, 'dtype', '')}."
         )
     bad = ~np.isfinite(arr)
@@ -125,8 +123,7 @@ def _load_finite(path, what: str) -> np.ndarray:
         rows = np.unique(np.argwhere(bad)[:, 0]).tolist() if arr.ndim > 1 else []
         where = f" (rows {rows[:10]}{' ...' if len(rows) > 10 else ''})" if rows else ""
         raise errors.InputFileError(
-            f"{path}: {int(bad.sum())} of {arr.size} values of these "
-            f"{what} are NaN or "
+            f"{path}: {int(bad.sum())} of {arr.size} values of these {what} are NaN or "
             f"inf{where}; recompute or replace the file."
         )
     return arr
@@ -147,10 +144,8 @@ def load_directions(path, latent_dim: int) -> np.ndarray:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != latent_dim:
         raise errors.InputFileError(
-            f"{path}: directions of shape {arr.shape} do not fit a latent "
-            "of width "
-            f"{latent_dim}; expected [k, {latent_dim}] (one direction per "
-            "row)."
+            f"{path}: directions of shape {arr.shape} do not fit a latent of width "
+            f"{latent_dim}; expected [k, {latent_dim}] (one direction per row)."
         )
     return arr.astype(np.float32)
 
@@ -165,8 +160,7 @@ def load_latents(path, latent_dim: int) -> np.ndarray:
     arr = _load_finite(path, "latents")
     if arr.ndim != 2 or arr.shape[1] != latent_dim or arr.shape[0] < 1:
         raise errors.InputFileError(
-            f"{path}: latents of shape {arr.shape} do not fit this "
-            "generator; expected "
+            f"{path}: latents of shape {arr.shape} do not fit this generator; expected "
             f"[N, {latent_dim}] (one latent per row)."
         )
     return arr.astype(np.float32)

@@ -537,8 +537,7 @@ def check_images(gen, images) -> np.ndarray:
     if x.ndim != 4 or x.shape[1:] != want:
         raise ValueError(
             f"images must be [N, {want[0]}, {want[1]}, {want[2]}] (this generator's "
-            "size and channels); "
-            f"got {x.shape}. Use load_images() to read and resize files."
+            f"size and channels); got {x.shape}. Use load_images() to read and resize files."
         )
     if x.shape[0] == 0:
         raise ValueError("images is empty: nothing to invert.")
@@ -554,8 +553,7 @@ def check_images(gen, images) -> np.ndarray:
     if len(out):
         raise ValueError(
             f"images {out.tolist()} have values outside [-1, 1] (range "
-            f"{x.min():.3g}..{x.max():.3g}); "
-            "images must be scaled to [-1, 1]."
+            f"{x.min():.3g}..{x.max():.3g}); images must be scaled to [-1, 1]."
         )
     return np.clip(x, -1.0, 1.0)
 
@@ -625,10 +623,8 @@ def invert(
         raise ValueError(f"space must be one of {SPACES}, got {space!r}.")
     if not isinstance(config, InversionConfig):
         raise TypeError(
-            f"config must be an InversionConfig (got {type(config).__name__}); build "
-            "one with "
-            "InversionConfig(num_steps=..., ...) or "
-            "InversionConfig.from_config(settings)."
+            f"config must be an InversionConfig (got {type(config).__name__}); build one with "
+            "InversionConfig(num_steps=..., ...) or InversionConfig.from_config(settings)."
         )
     prob, opt = _problem(gen, images, config, space, lpips, seed)
     s = _Settings.of(config, lpips is not None)
@@ -662,8 +658,7 @@ def expand_image_paths(spec: str | os.PathLike | Sequence[str | os.PathLike]) ->
     matches = sorted(pathlib.Path(p) for p in glob.glob(str(path)) if os.path.isfile(p))
     if not matches:
         raise FileNotFoundError(
-            f"No image files at {spec!r} (give a directory, a file or a glob "
-            "such as "
+            f"No image files at {spec!r} (give a directory, a file or a glob such as "
             "'photos/*.png')."
         )
     return matches
@@ -920,8 +915,7 @@ def load_latents(path, gen) -> tuple[np.ndarray, dict | None, list[str]]:
     if ws.ndim != 3 or ws.shape[1:] != (gen.num_ws, gen.w_dim):
         raise ValueError(
             f"{path}: ws of shape {ws.shape} do not fit this generator ([N, "
-            f"{gen.num_ws}, {gen.w_dim}]); "
-            "were they inverted with another model?"
+            f"{gen.num_ws}, {gen.w_dim}]); were they inverted with another model?"
         )
     names = set(noise_names(gen))
     if noise and (set(noise) != names or any(v.shape[0] != len(ws) for v in noise.values())):

@@ -388,8 +388,7 @@ def _lock(workdir: pathlib.Path) -> int:
         ) from None
     except OSError as err:  # e.g. a FUSE or network file system without flock: run, but say so
         logging.getLogger(__name__).warning(
-            "%s: cannot take the advisory lock (%s); running "
-            "without it, so make "
+            "%s: cannot take the advisory lock (%s); running without it, so make "
             "sure no other run uses this directory.",
             workdir,
             err,
@@ -430,8 +429,7 @@ def _refusal(workdir: pathlib.Path, old: dict, description, overwrite_flag: str)
     return WorkdirConflict(
         f"{workdir} holds a run with different settings.{why} Differences (stored -> now): "
         f"{'; '.join(lines) or 'unknown (run.json of another version)'}. Use another --workdir, or "
-        "pass "
-        f"{overwrite_flag} to delete its results and start over."
+        f"pass {overwrite_flag} to delete its results and start over."
     )
 
 
@@ -475,10 +473,8 @@ def claim_workdir(
             if not overwrite:
                 if old is None:
                     raise WorkdirConflict(
-                        f"{workdir} is not empty and holds no {RUN_FILE}, so it "
-                        "is not a run of "
-                        "this tool. Use another --workdir, or pass "
-                        f"{overwrite_flag} to delete "
+                        f"{workdir} is not empty and holds no {RUN_FILE}, so it is not a run of "
+                        f"this tool. Use another --workdir, or pass {overwrite_flag} to delete "
                         "its contents."
                     )
                 raise _refusal(workdir, old, description, overwrite_flag)

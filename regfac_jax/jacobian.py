@@ -137,8 +137,7 @@ class JacobianOptions:
         )
         if self.strategy not in (AUTO,) + STRATEGIES:
             raise ValueError(
-                f"JacobianOptions.strategy must be {AUTO!r} or one of {STRATEGIES}, "
-                "got "
+                f"JacobianOptions.strategy must be {AUTO!r} or one of {STRATEGIES}, got "
                 f"{self.strategy!r}."
             )
         if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
@@ -152,8 +151,7 @@ class JacobianOptions:
             or (isinstance(self.preprocess, str) and self.preprocess == "official")
         ):
             raise ValueError(
-                "JacobianOptions.preprocess must be None, 'official' or a callable "
-                "[H, W, C] -> "
+                "JacobianOptions.preprocess must be None, 'official' or a callable [H, W, C] -> "
                 f"[H', W', C']; got {self.preprocess!r}."
             )
 
@@ -199,8 +197,7 @@ def check_options(options: Any) -> JacobianOptions:
     """
     if not isinstance(options, JacobianOptions):
         raise TypeError(
-            "options must be a jacobian.JacobianOptions (e.g. "
-            "JacobianOptions(tangent_chunk=16, "
+            "options must be a jacobian.JacobianOptions (e.g. JacobianOptions(tangent_chunk=16, "
             f"strategy='blocked')); got {type(options).__name__} {options!r}."
         )
     return options
@@ -250,10 +247,8 @@ def output_shape(fn, latent, preprocess: Preprocess = None) -> tuple[int, ...]:
         out = jax.eval_shape(lambda x: _apply_preprocess(fn(x), preprocess), latent)
     except (TypeError, ValueError) as err:
         raise ValueError(
-            f"The generator function rejected a latent of shape {latent.shape} "
-            f"({err}). Check the "
-            "latent dimension against the generator's latent_dim and the chosen "
-            "latent space."
+            f"The generator function rejected a latent of shape {latent.shape} ({err}). Check the "
+            "latent dimension against the generator's latent_dim and the chosen latent space."
         ) from err
     if len(out.shape) != 3:
         raise ValueError(
@@ -665,10 +660,8 @@ class _Planner:
         smallest = min((f[3] for f in self.failed), default=None)
         shown = "n/a" if smallest is None else f"{smallest / 2**30:.2f} GiB"
         raise MemoryError(
-            f"No Jacobian strategy fits {self.limit / 2**30:.2f} GiB for this "
-            "generator (smallest "
-            f"analysed peak: {shown}). Use preprocess='official' (256x256x1 rows), a "
-            "device with "
+            f"No Jacobian strategy fits {self.limit / 2**30:.2f} GiB for this generator (smallest "
+            f"analysed peak: {shown}). Use preprocess='official' (256x256x1 rows), a device with "
             "more memory, or a larger memory_budget."
         )
 
@@ -742,8 +735,7 @@ def _sample_kernel(
 def _checked(grams: jax.Array, i: int, n: int) -> jax.Array:
     if not bool(jnp.all(jnp.isfinite(grams))):
         raise FloatingPointError(
-            f"Sample {i}: the Jacobian holds NaN or inf (latent {i} of {n}); "
-            "check that "
+            f"Sample {i}: the Jacobian holds NaN or inf (latent {i} of {n}); check that "
             "latent and the generator's weights for non-finite values."
         )
     return grams

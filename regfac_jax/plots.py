@@ -140,8 +140,7 @@ def labelled_grid(
     rows, cols, h, w, _ = imgs.shape
     if len(row_labels) != rows or len(col_labels) != cols:
         raise ValueError(
-            f"{rows}x{cols} images need {rows} row and {cols} column labels; got "
-            f"{len(row_labels)} "
+            f"{rows}x{cols} images need {rows} row and {cols} column labels; got {len(row_labels)} "
             f"and {len(col_labels)}."
         )
     scale = auto_scale(h) if scale is None else int(scale)

@@ -79,8 +79,7 @@ def box_bounds(
     if r0 < 0 or c0 < 0 or r1 > grid or c1 > grid:
         raise RegionError(
             f"Box {list(box)} covers rows {r0}..{r1} and columns {c0}..{c1}, outside the "
-            f"{grid}x{grid} grid the "
-            f"paper's boxes are defined on; move or shrink it."
+            f"{grid}x{grid} grid the paper's boxes are defined on; move or shrink it."
         )
     s = resolution / grid
     return (int(round(r0 * s)), int(round(r1 * s)), int(round(c0 * s)), int(round(c1 * s)))
@@ -178,8 +177,7 @@ def _read_array_file(path: str | os.PathLike, what: str, grey: bool) -> np.ndarr
             )
         if not np.all(np.isfinite(arr)):
             raise RegionError(
-                f"{os.fspath(path)}: the {what} holds "
-                f"{int((~np.isfinite(arr)).sum())} NaN or inf "
+                f"{os.fspath(path)}: the {what} holds {int((~np.isfinite(arr)).sum())} NaN or inf "
                 "values; fix or replace the file."
             )
         return arr

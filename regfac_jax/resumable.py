@@ -66,8 +66,7 @@ class Preempted(Exception):
         self.done, self.total = int(done), int(total)
         super().__init__(
             f"Preempted (SIGTERM) after {done} of {total} samples; they are "
-            f"checkpointed in {directory}. "
-            "Re-run the same command to resume."
+            f"checkpointed in {directory}. Re-run the same command to resume."
         )
 
 
@@ -253,10 +252,8 @@ class ResumableGramAccumulator:
             got = np.asarray(state.get(key))
             if got.shape != ref.shape:
                 raise io_utils.WorkdirConflict(
-                    f"Checkpoint step {step} in {self.workdir} is "
-                    f"damaged: {key} has shape "
-                    f"{got.shape}, expected {ref.shape}. Delete the "
-                    "work directory."
+                    f"Checkpoint step {step} in {self.workdir} is damaged: {key} has shape "
+                    f"{got.shape}, expected {ref.shape}. Delete the work directory."
                 )
         self.restored_step = self.saved_step = int(step)
         return {k: np.asarray(state[k]).astype(want[k].dtype) for k in want}
@@ -349,8 +346,7 @@ class ResumableGramAccumulator:
             )
         if self.done[idx].any():
             raise ValueError(
-                f"Samples {idx[self.done[idx]].tolist()} are already finished; adding "
-                "them again "
+                f"Samples {idx[self.done[idx]].tolist()} are already finished; adding them again "
                 "would count them twice."
             )
         total = np.asarray(total)
@@ -361,8 +357,7 @@ class ResumableGramAccumulator:
             got = None if per_sample is None else np.shape(per_sample)
             if got != want:
                 raise ValueError(
-                    "This accumulator keeps per-sample Grams: pass per_sample of "
-                    f"shape {want}; "
+                    f"This accumulator keeps per-sample Grams: pass per_sample of shape {want}; "
                     f"got {got}."
                 )
             self.grams[idx] = per_sample
@@ -378,8 +373,7 @@ class ResumableGramAccumulator:
         if not self.finished:
             raise RuntimeError(
                 f"Only {self.num_done} of {self.num_samples} samples are finished; "
-                "run the remaining "
-                "ones first (pending())."
+                "run the remaining ones first (pending())."
             )
         return (self.sums / self.num_samples).astype(self.dtype)
 

@@ -186,8 +186,7 @@ def test_lock_refuses_a_second_run_until_the_holder_ends(tmp_path):
             (
                 "import sys, time; from regfac_jax import io_utils\n"
                 f"claim = io_utils.claim_workdir({str(work)!r}, {{'x': 1}}); print('locked', "
-                "flush=True); "
-                "time.sleep(120)"
+                "flush=True); time.sleep(120)"
             ),
         ],
         stdout=subprocess.PIPE,

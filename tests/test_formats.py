@@ -142,8 +142,7 @@ SOURCES = {
     "stylegan2-ada-pytorch": "class SynthesisBlock(torch.nn.Module):\n    pass  # "
     "training/networks.py\n",
     "stylegan3/networks_stylegan2": (
-        '"""Networks of "Analyzing and Improving the Image Quality of '
-        'StyleGAN"."""\n'
+        '"""Networks of "Analyzing and Improving the Image Quality of StyleGAN"."""\n'
         "class SynthesisBlock(torch.nn.Module):\n    pass\n"
     ),
     "stylegan3/networks_stylegan3": "class SynthesisInput(torch.nn.Module):\n    pass  # uses "

@@ -20,8 +20,7 @@ from ml_collections import config_flags  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     None,
-    "Experiment config file (path.py[:arg]); "
-    "default: the "
+    "Experiment config file (path.py[:arg]); default: the "
     "shipped demo model (experiments/configs/demo_faces.py).",
 )
 _PORT = flags.DEFINE_integer("port", 7860, "Port to serve on.")

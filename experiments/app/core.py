@@ -127,8 +127,7 @@ def load_model(cfg) -> Model:
             ""
             if "give 'demo'" in str(err)
             else (
-                " Give 'demo', 'fixture:<name>', a checkpoint "
-                "file or a converted "
+                " Give 'demo', 'fixture:<name>', a checkpoint file or a converted "
                 "checkpoint directory."
             )
         )
@@ -404,15 +403,12 @@ def check_method(model: Model, method: str) -> None:
         raise AppError(f"Unknown method {method!r}; choose one of {', '.join(METHOD_LABELS)}.")
     if method in ("sefa", "ganspace") and (model.gen.kind == "biggan" or model.cfg.space != "w"):
         raise AppError(
-            f"{METHOD_LABELS[method]} finds directions in W of a StyleGAN; this model "
-            "edits "
-            f"{model.gen.kind} in space '{model.cfg.space}'. Choose a region-aware "
-            "method."
+            f"{METHOD_LABELS[method]} finds directions in W of a StyleGAN; this model edits "
+            f"{model.gen.kind} in space '{model.cfg.space}'. Choose a region-aware method."
         )
     if method == "sefa" and model.gen.kind != "stylegan2":
         raise AppError(
-            "SeFa factorises StyleGAN2's style-affine weights; this model is "
-            f"{model.gen.kind}. "
+            f"SeFa factorises StyleGAN2's style-affine weights; this model is {model.gen.kind}. "
             "Choose another method."
         )
 
@@ -600,8 +596,7 @@ def _inversion():
             raise
         raise AppError(
             "Inversion is not available in this build (regfac_jax.inversion is "
-            "missing), so real images "
-            "cannot be edited yet; pick samples by seed instead."
+            "missing), so real images cannot be edited yet; pick samples by seed instead."
         ) from err
 
 
@@ -629,8 +624,7 @@ def read_image(path, resolution: int, channels: int) -> np.ndarray:
             if w * h > MAX_UPLOAD_PIXELS:
                 raise AppError(
                     f"{path.name} is {w}x{h} pixels; the editor takes up to "
-                    f"{MAX_UPLOAD_PIXELS:,} pixels. "
-                    "Downscale it first."
+                    f"{MAX_UPLOAD_PIXELS:,} pixels. Downscale it first."
                 )
             side = min(w, h)
             box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
@@ -667,8 +661,7 @@ def upload(
     ws = np.asarray(result.ws, np.float32)
     if ws.shape != (1, model.gen.num_ws, model.gen.w_dim):
         raise AppError(
-            f"The inversion returned ws of shape {ws.shape}; expected [1, "
-            f"{model.gen.num_ws}, "
+            f"The inversion returned ws of shape {ws.shape}; expected [1, {model.gen.num_ws}, "
             f"{model.gen.w_dim}]."
         )
     fn, point = pipeline.sample_function(model.gen, model.cfg, {"ws": ws}, 0, model.layers)

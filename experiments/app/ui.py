@@ -28,8 +28,7 @@ INTRO = (
     "**Region-based directions (ReSeFa).** Pick a sample by seed (or upload a photo), mark a "
     "region: click two "
     "corners of a box on the image, choose a preset, or paint with the brush. Then compute "
-    "the directions and "
-    "move the sliders: the edited image updates live, with the region outlined."
+    "the directions and move the sliders: the edited image updates live, with the region outlined."
 )
 NO_INVERSION = "Inversion is not available in this build (regfac_jax.inversion is missing): pick samples by seed."
 
@@ -363,8 +362,7 @@ def _wire_click(app: EditorApp, p: dict) -> None:
             return {
                 p["state"]: session,
                 p["status"]: f"First corner at row {session.corner[0]}, "
-                "column "
-                f"{session.corner[1]}; click the opposite "
+                f"column {session.corner[1]}; click the opposite "
                 "corner.",
             }
         out = _region_outputs(p, session)

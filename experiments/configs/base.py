@@ -58,8 +58,7 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         key, has_value, value = item.partition("=")
         if key not in defaults:
             raise ValueError(
-                f"Unknown config argument {key!r} in {arg!r}; this config takes "
-                f"{sorted(defaults)} "
+                f"Unknown config argument {key!r} in {arg!r}; this config takes {sorted(defaults)} "
                 "(e.g. 'key=value,flag')."
             )
         default = defaults[key]

@@ -99,8 +99,7 @@ def restore_training(workdir: str | os.PathLike, g_config: dict, cfg, seed: int)
         state = serialization.from_bytes(template, path.read_bytes())
     except (ValueError, KeyError) as err:
         raise ValueError(
-            f"{path} does not match this generator/training configuration ({err}); "
-            "use another "
+            f"{path} does not match this generator/training configuration ({err}); use another "
             "--workdir or delete it to start over."
         ) from err
     return state, meta
@@ -132,8 +131,7 @@ def _verified_files(root) -> dict[str, bytes]:
         sums_text = root.joinpath(SUMS_FILE).read_text()
     except FileNotFoundError as err:
         raise FileNotFoundError(
-            f"The shipped demo generator is missing ({root}/{SUMS_FILE}); "
-            "reinstall regfac-jax "
+            f"The shipped demo generator is missing ({root}/{SUMS_FILE}); reinstall regfac-jax "
             "or re-create it with `python -m experiments.train_demo --export "
             "regfac_jax/data/demo_faces`."
         ) from err

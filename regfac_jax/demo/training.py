@@ -259,8 +259,7 @@ def _export_info(state: TrainState, cfg: TrainConfig, run, meta: dict) -> dict:
         "train_config": dict(vars(cfg)),
         "command": (
             "python -m experiments.train_demo --workdir /tmp/regfac_demo_train "
-            f"--config.max_minutes 600 --config.steps {steps} --config.batch "
-            f"{run.batch} "
+            f"--config.max_minutes 600 --config.steps {steps} --config.batch {run.batch} "
             f"--config.seed {run.seed} --config.export {run.export}"
         ),
         "note": "resumable: rerunning the command continues from the newest checkpoint in "

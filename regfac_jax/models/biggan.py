@@ -127,8 +127,7 @@ def check_config(config: dict) -> dict:
     expected = 4 * 2 ** sum(up for up, _, _ in cfg["layers"])
     if cfg["output_dim"] != expected:
         raise ValueError(
-            f"BigGAN config says output_dim={cfg['output_dim']}, but its layers "
-            "up-sample 4 px to "
+            f"BigGAN config says output_dim={cfg['output_dim']}, but its layers up-sample 4 px to "
             f"{expected} px; fix output_dim or the layers list."
         )
     return cfg
@@ -150,8 +149,7 @@ def _check_layers(layers, ch: int) -> list:
         if cin != prev:
             raise ValueError(
                 f"BigGAN config layers[{i}] takes {cin} * channel_width channels but "
-                "the previous stage "
-                f"gives {prev} * channel_width (gen_z gives 16)."
+                f"the previous stage gives {prev} * channel_width (gen_z gives 16)."
             )
         if cin != cout and cin != 2 * cout:
             raise ValueError(
@@ -167,8 +165,7 @@ def _check_layers(layers, ch: int) -> list:
     if prev != 1:
         raise ValueError(
             "BigGAN config: the last layer must end at 1 * channel_width channels "
-            "(the final batch norm "
-            f"has channel_width features), got {prev}."
+            f"(the final batch norm has channel_width features), got {prev}."
         )
     return out
 
@@ -179,8 +176,7 @@ def _check_attention(cfg: dict) -> None:
         channels = cfg["channel_width"] * cfg["layers"][pos][1]
         if channels % 8:
             raise ValueError(
-                f"BigGAN config: the attention layer before layers[{pos}] has "
-                f"{channels} channels, "
+                f"BigGAN config: the attention layer before layers[{pos}] has {channels} channels, "
                 "which must be divisible by 8."
             )
 
@@ -752,8 +748,7 @@ class BigGANGenerator(Generator):
             raise ValueError(
                 f"class_vector must have shape [N, {self.num_classes}] "
                 f"(num_classes={self.num_classes}),"
-                f" got {tuple(c.shape)}; build it with class_vector([...], "
-                f"{self.num_classes})."
+                f" got {tuple(c.shape)}; build it with class_vector([...], {self.num_classes})."
             )
         if n is not None and c.shape[0] != n:
             raise ValueError(

@@ -139,8 +139,7 @@ def _positive_int(value, name: str, allow_zero: bool = False) -> int:
     )
     if not ok:
         raise ValueError(
-            f"StyleGAN2 config: {name} must be a "
-            f"{'non-negative' if allow_zero else 'positive'} "
+            f"StyleGAN2 config: {name} must be a {'non-negative' if allow_zero else 'positive'} "
             f"integer, got {value!r}."
         )
     return int(value)
@@ -153,8 +152,7 @@ def _sub_kwargs(config: dict, key: str, defaults: dict) -> dict:
     unknown = sorted(set(sub) - set(defaults))
     if unknown:
         raise ValueError(
-            f"StyleGAN2 config: unknown {key} {unknown}; stylegan2-ada-pytorch "
-            "accepts "
+            f"StyleGAN2 config: unknown {key} {unknown}; stylegan2-ada-pytorch accepts "
             f"{sorted(defaults)}. Is this a StyleGAN2-ada Generator's init_kwargs?"
         )
     return {**defaults, **sub}
@@ -228,12 +226,9 @@ def _check_top_keys(config) -> None:
     unknown = sorted(set(config) - _TOP_KEYS)
     if missing or unknown:
         raise ValueError(
-            f"StyleGAN2 config: missing {missing}, unknown {unknown}; expected the "
-            "init_kwargs of "
-            "stylegan2-ada-pytorch training.networks.Generator "
-            f"({sorted(_TOP_KEYS)}). A StyleGAN3 "
-            "config (channel_base at top level, no synthesis_kwargs) needs "
-            "kind='stylegan3'."
+            f"StyleGAN2 config: missing {missing}, unknown {unknown}; expected the init_kwargs of "
+            f"stylegan2-ada-pytorch training.networks.Generator ({sorted(_TOP_KEYS)}). A StyleGAN3 "
+            "config (channel_base at top level, no synthesis_kwargs) needs kind='stylegan3'."
         )
 
 
@@ -689,8 +684,7 @@ class StyleGAN2Generator(StyleGANBase):
         if not self.spec.has_w_avg and truncation_psi != 1:
             raise ValueError(
                 "This generator has no w_avg (mapping_kwargs.w_avg_beta=None), so it "
-                "cannot truncate; "
-                "use truncation_psi=1."
+                "cannot truncate; use truncation_psi=1."
             )
         return super().mapping(z, c, truncation_psi, truncation_cutoff)
 

@@ -101,8 +101,7 @@ def normalize_config(config: Mapping[str, Any]) -> dict:
     missing = [k for k in _REQUIRED if k not in config]
     if missing:
         raise ValueError(
-            f"StyleGAN3 config is missing {missing}; pass the official Generator "
-            "init_kwargs "
+            f"StyleGAN3 config is missing {missing}; pass the official Generator init_kwargs "
             f"(z_dim, c_dim, w_dim, img_resolution, img_channels, ...)."
         )
     known = set(_REQUIRED) | set(_SYNTHESIS_DEFAULTS) | set(_LAYER_DEFAULTS) | {"mapping_kwargs"}
@@ -131,8 +130,7 @@ def normalize_config(config: Mapping[str, Any]) -> dict:
         raise ValueError(f"StyleGAN3 config: c_dim must be an int >= 0, got {cfg['c_dim']!r}.")
     if not 0 <= cfg["num_critical"] < cfg["num_layers"]:
         raise ValueError(
-            "StyleGAN3 config: need 0 <= num_critical < num_layers, got "
-            f"{cfg['num_critical']} and "
+            f"StyleGAN3 config: need 0 <= num_critical < num_layers, got {cfg['num_critical']} and "
             f"{cfg['num_layers']}."
         )
     return cfg
@@ -219,8 +217,7 @@ def _resampling(
     if rate * factor != tmp_rate:
         raise ValueError(
             f"StyleGAN3 config: the leaky-ReLU sampling rate {tmp_rate} is not an "
-            "integer multiple of "
-            f"the {what} sampling rate {rate}; check lrelu_upsampling."
+            f"integer multiple of the {what} sampling rate {rate}; check lrelu_upsampling."
         )
     taps = filter_size * factor if factor > 1 and not is_torgb else 1
     return factor, taps
@@ -421,8 +418,7 @@ def validate_transform(matrix) -> np.ndarray:
     except jax.errors.TracerArrayConversionError:
         raise ValueError(
             "transform must be a concrete 3x3 matrix (numpy or jax array), not a "
-            "traced value; inside "
-            "jit-compiled code pass it to synthesis_apply(..., transform=...) "
+            "traced value; inside jit-compiled code pass it to synthesis_apply(..., transform=...) "
             "directly."
         ) from None
     if m.shape != (3, 3):
@@ -433,8 +429,7 @@ def validate_transform(matrix) -> np.ndarray:
     # 1.2e-7).
     if not np.allclose(m[2], [0.0, 0.0, 1.0], rtol=0, atol=1e-6):
         raise ValueError(
-            f"transform must be affine with last row [0, 0, 1], got {m[2].tolist()}; "
-            "build it with "
+            f"transform must be affine with last row [0, 0, 1], got {m[2].tolist()}; build it with "
             "np.linalg.inv(transform_matrix(translate, angle))."
         )
     return m

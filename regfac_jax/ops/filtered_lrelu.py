@@ -165,8 +165,7 @@ def _check(x, b, up, down, gain, slope, clamp) -> None:
             raise ValueError(f"{name} must be a positive int, got {v!r}.")
     if not gain > 0 or not slope >= 0 or (clamp is not None and not clamp >= 0):
         raise ValueError(
-            f"need gain > 0, slope >= 0 and clamp None or >= 0; got gain={gain}, "
-            f"slope={slope}, "
+            f"need gain > 0, slope >= 0 and clamp None or >= 0; got gain={gain}, slope={slope}, "
             f"clamp={clamp}."
         )
 
@@ -214,8 +213,7 @@ def filtered_lrelu(
         raise ValueError(
             f"filtered_lrelu: padding {pads} leaves no output for a "
             f"{x.shape[1]}x{x.shape[2]} input "
-            f"with up={up}, down={down} and filters of {filter_size(fu)} / "
-            f"{filter_size(fd)} taps "
+            f"with up={up}, down={down} and filters of {filter_size(fu)} / {filter_size(fd)} taps "
             "(width, height)."
         )
     if b is not None:

@@ -226,8 +226,7 @@ def upfirdn2d(
     out_w = x.shape[2] * upx + px0 + px1 - fw
     if out_h < 0 or out_w < 0:
         raise ValueError(
-            f"upfirdn2d: padding {(px0, px1, py0, py1)} leaves the "
-            f"{x.shape[1]}x{x.shape[2]} image "
+            f"upfirdn2d: padding {(px0, px1, py0, py1)} leaves the {x.shape[1]}x{x.shape[2]} image "
             f"(upsampled x{upy}, x{upx}) smaller than the {fh}x{fw} filter."
         )
     f = (f * (gain ** (f.ndim / 2))).astype(x.dtype)
