@@ -102,11 +102,7 @@ def figure(gen, real, res, dirs, masks, path, rows=4, scale=4):
 
 
 def _invert_all(gen, real: np.ndarray, spaces: dict) -> dict:
-    """Inverts ``real`` in each of the four settings; fills ``spaces`` with their figures.
-
-    Returns:
-      The inversion results by label.
-    """
+    """Inverts ``real`` in the four settings, filling ``spaces``; returns the results by label."""
     results = {}
     settings = demo_settings()
     projector = dict(settings, w_prior=0.0, layer_spread=0.0)
