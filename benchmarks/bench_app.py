@@ -101,14 +101,19 @@ def round_trip(model, repeats: int) -> float:
         page.close()
 
 
-def main():
+def _parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--num_samples", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--server", action="store_true", help="also time a slider move through gradio_client"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = _parser().parse_args()
     print("before:", core.environment_note())
     model = core.load_model(demo_faces.get_config())
     t0 = time.perf_counter()

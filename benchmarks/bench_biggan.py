@@ -179,75 +179,110 @@ def time_paper(model, z, c, t, max_outputs, repeats):
     return t_fwd + n_out * per_output, True, (idx[:k].numpy(), jac)
 
 
-def bench(name, cfg, sd, model, args):
-    import torch
-
-    for p in model.parameters():
-        p.requires_grad_(False)  # only z is differentiated; spares torch any parameter bookkeeping
-    gen = conv.convert(sd, cfg)
-    t = args.truncation
+def _inputs(cfg: dict, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """One truncated z [z_dim] and a one-hot class vector [num_classes], as numpy."""
     z_np = bg.truncated_noise_numpy(1, cfg["z_dim"], t, seed=1)[0]
     c_np = np.zeros(cfg["num_classes"], np.float32)
     c_np[1 % cfg["num_classes"]] = 1.0
-    z, c = torch.from_numpy(z_np), torch.from_numpy(c_np[None])
+    return z_np, c_np
 
+
+def _time_all(gen, model, z_np: np.ndarray, c_np: np.ndarray, args) -> dict:
+    """Times the four Jacobians (paper, torch.func, ours, ours chunked); torch first."""
+    import torch
+
+    t = args.truncation
+    z, c = torch.from_numpy(z_np), torch.from_numpy(c_np[None])
+    r = {}
     # torch first: once XLA's CPU thread pool has run, it competes with torch's threads for a while
-    t_paper, extrapolated, (idx, j_sub) = time_paper(
+    r["t_paper"], r["extrapolated"], (r["idx"], r["j_sub"]) = time_paper(
         model, z, c, t, args.paper_outputs, args.repeats
     )
-    t_func, j_func = time_torch_func(model, z, c, t, args.repeats)
-    t_ours, t_compile, j_ours = time_ours(gen, z_np, c_np, t, args.repeats)
-    k = args.tangent_chunk
-    t_chunk, t_compile_chunk, j_chunk = time_ours(gen, z_np, c_np, t, args.repeats, tangent_chunk=k)
-
-    scale = np.abs(j_func).max()
-    j_ours_chw = j_ours.transpose(2, 0, 1, 3).reshape(-1, cfg["z_dim"])  # torch's output order
-    errs = {
-        "func": np.abs(j_ours - j_func).max() / scale,
-        "paper": np.abs(j_ours_chw[idx] - j_sub).max() / scale,
-        "chunk": np.abs(j_chunk - j_ours).max() / scale,
-    }
-    h = cfg["output_dim"]
-    print(
-        f"\n== {name}: Jacobian [{h}, {h}, 3] x z_dim {cfg['z_dim']} = {j_ours.size:,} entries, "
-        f"truncation {t}"
+    r["t_func"], r["j_func"] = time_torch_func(model, z, c, t, args.repeats)
+    r["t_ours"], r["t_compile"], r["j_ours"] = time_ours(gen, z_np, c_np, t, args.repeats)
+    r["t_chunk"], r["t_compile_chunk"], r["j_chunk"] = time_ours(
+        gen, z_np, c_np, t, args.repeats, tangent_chunk=args.tangent_chunk
     )
+    return r
+
+
+def _errors(r: dict, z_dim: int) -> dict:
+    """Each method's max |dJ| against ours (``jacfwd``), relative to max |J|."""
+    scale = np.abs(r["j_func"]).max()
+    j_ours_chw = r["j_ours"].transpose(2, 0, 1, 3).reshape(-1, z_dim)  # torch's output order
+    return {
+        "func": np.abs(r["j_ours"] - r["j_func"]).max() / scale,
+        "paper": np.abs(j_ours_chw[r["idx"]] - r["j_sub"]).max() / scale,
+        "chunk": np.abs(r["j_chunk"] - r["j_ours"]).max() / scale,
+    }
+
+
+def _print_table(r: dict, errs: dict, k: int) -> None:
+    """Prints one row per method: seconds, ratios to ``jacfwd`` and to chunked, error."""
     print(
         f"{'method':52s} {'seconds':>10s} {'/ jacfwd':>9s} {'/ chunked':>10s} "
         f"{'max|dJ|/max|J|':>15s}"
     )
+    t_ours, t_chunk = r["t_ours"], r["t_chunk"]
     rows = [
-        (f"ours: jax.jit(jax.jacfwd) (compile {t_compile:.1f} s, excluded)", t_ours, "reference"),
         (
-            f"ours: jacobian.jacobian(tangent_chunk={k}) (compile {t_compile_chunk:.1f} s)",
+            f"ours: jax.jit(jax.jacfwd) (compile {r['t_compile']:.1f} s, excluded)",
+            t_ours,
+            "reference",
+        ),
+        (
+            f"ours: jacobian.jacobian(tangent_chunk={k}) (compile {r['t_compile_chunk']:.1f} s)",
             t_chunk,
             f"{errs['chunk']:.2e}",
         ),
         (
-            "paper: torch.autograd.functional.jacobian" + (" (extrap.)" if extrapolated else ""),
-            t_paper,
+            "paper: torch.autograd.functional.jacobian"
+            + (" (extrap.)" if r["extrapolated"] else ""),
+            r["t_paper"],
             f"{errs['paper']:.2e}",
         ),
-        ("torch.func.jacfwd", t_func, f"{errs['func']:.2e}"),
+        ("torch.func.jacfwd", r["t_func"], f"{errs['func']:.2e}"),
     ]
     for label, sec, err in rows:
         print(f"{label:52s} {sec:10.4f} {sec / t_ours:9.2f} {sec / t_chunk:10.2f} {err:>15s}")
-    if extrapolated:
+
+
+def _print_notes(r: dict, cfg: dict, args) -> None:
+    """Prints the extrapolation note (when the paper approach was extrapolated) and the speed-ups."""
+    k, t_ours, t_chunk = args.tangent_chunk, r["t_ours"], r["t_chunk"]
+    if r["extrapolated"]:
         print(
             f"  (paper approach run on {args.paper_outputs} random outputs of "
-            f"{j_ours.size // cfg['z_dim']:,} and "
+            f"{r['j_ours'].size // cfg['z_dim']:,} and "
             "extrapolated linearly in the number of outputs; its error column compares those "
             "outputs)"
         )
     print(
-        f"  speed-up of jax.jacfwd: {t_paper / t_ours:.0f}x the paper's approach, "
-        f"{t_func / t_ours:.2f}x "
-        f"torch.func.jacfwd; of tangent_chunk={k}: {t_paper / t_chunk:.0f}x and "
-        f"{t_func / t_chunk:.2f}x"
+        f"  speed-up of jax.jacfwd: {r['t_paper'] / t_ours:.0f}x the paper's approach, "
+        f"{r['t_func'] / t_ours:.2f}x "
+        f"torch.func.jacfwd; of tangent_chunk={k}: {r['t_paper'] / t_chunk:.0f}x and "
+        f"{r['t_func'] / t_chunk:.2f}x"
     )
 
 
-def main():
+def bench(name, cfg, sd, model, args):
+    for p in model.parameters():
+        p.requires_grad_(False)  # only z is differentiated; spares torch any parameter bookkeeping
+    gen = conv.convert(sd, cfg)
+    z_np, c_np = _inputs(cfg, args.truncation)
+    r = _time_all(gen, model, z_np, c_np, args)
+    errs = _errors(r, cfg["z_dim"])
+    h = cfg["output_dim"]
+    print(
+        f"\n== {name}: Jacobian [{h}, {h}, 3] x z_dim {cfg['z_dim']} = {r['j_ours'].size:,} "
+        f"entries, truncation {args.truncation}"
+    )
+    _print_table(r, errs, args.tangent_chunk)
+    _print_notes(r, cfg, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--models", default="fixture,big128", help="comma list of: fixture, big128")
     ap.add_argument(
@@ -269,7 +304,11 @@ def main():
         "attention map of one "
         "tangent in cache)",
     )
-    args = ap.parse_args()
+    return ap
+
+
+def main():
+    args = _parser().parse_args()
     import torch
 
     print(

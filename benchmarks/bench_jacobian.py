@@ -43,6 +43,29 @@ def stylegan2_generator(resolution, d, channels):
     return gen.latent_fn("w"), d
 
 
+def _region_weights(resolution: int, regions_count: int, c: int) -> jax.Array:
+    """Gram weights ``[2 R, H * W * c]`` of the first ``regions_count`` of three fixed boxes."""
+    # centre row, col, h, w
+    boxes = [(128, 128, 64, 96), (64, 128, 64, 128), (192, 128, 64, 96)][:regions_count]
+    masks = jnp.stack([regions.box_mask(b, resolution) for b in boxes])
+    return jnp.asarray(jacobian.mask_weights(masks, c))
+
+
+def _strategy_rows(fn, latent: jax.Array, weights: jax.Array, chunk: int, blocks) -> dict:
+    """Seconds and compiled GiB of ``weighted_grams`` per strategy (and block), by label."""
+    d = latent.shape[0]
+    rows = {}
+    configs = [("materialize", None), ("transpose", None)] + [
+        ("blocked", -(-d // nb)) for nb in blocks
+    ]
+    for strategy, block in configs:
+        options = jacobian.JacobianOptions(tangent_chunk=chunk, strategy=strategy, block=block)
+        t = median_seconds(lambda o=options: jacobian.weighted_grams(fn, latent, weights, o), 5)
+        mem = _mem_gib(jacobian.weighted_grams, fn, latent, weights, options)
+        rows[strategy + ("" if block is None else f" (block {block})")] = (t, mem)
+    return rows
+
+
 def run(
     model: str,
     resolution: int,
@@ -59,20 +82,9 @@ def run(
     # batch-d forward; StyleGAN2 vmaps to a batched pass
     forward = jax.jit(lambda f, x: jax.vmap(f)(x))
     t_floor = median_seconds(lambda: forward(fn, batch), 5)
-    # centre row, col, h, w
-    boxes = [(128, 128, 64, 96), (64, 128, 64, 128), (192, 128, 64, 96)][:regions_count]
-    masks = jnp.stack([regions.box_mask(b, resolution) for b in boxes])
     c = jax.eval_shape(fn, latent).shape[-1]
-    weights = jnp.asarray(jacobian.mask_weights(masks, c))
-    rows = {}
-    configs = [("materialize", None), ("transpose", None)] + [
-        ("blocked", -(-d // nb)) for nb in blocks
-    ]
-    for strategy, block in configs:
-        options = jacobian.JacobianOptions(tangent_chunk=chunk, strategy=strategy, block=block)
-        t = median_seconds(lambda o=options: jacobian.weighted_grams(fn, latent, weights, o), 5)
-        mem = _mem_gib(jacobian.weighted_grams, fn, latent, weights, options)
-        rows[strategy + ("" if block is None else f" (block {block})")] = (t, mem)
+    weights = _region_weights(resolution, regions_count, c)
+    rows = _strategy_rows(fn, latent, weights, chunk, blocks)
     jacfwd = jax.jit(jax.jacfwd(lambda f, x: f(x), argnums=1))
     t_jac = median_seconds(lambda: jacfwd(fn, latent), 5)
     print(

@@ -33,15 +33,9 @@ def _measure(args) -> dict:
     jax.config.update("jax_num_cpu_devices", args.devices)
     import numpy as np
 
-    from regfac_jax import distributed, jacobian, regions
-    from regfac_jax.models import toy
+    from regfac_jax import distributed, jacobian
 
-    params = toy.init_toy(
-        jax.random.key(0), latent_dim=args.d, resolution=args.resolution, channels=args.channels
-    )
-    fn = toy.toy_latent_fn(params)
-    latents = np.random.default_rng(1).standard_normal((args.samples, args.d)).astype(np.float32)
-    masks = regions.box_mask((128, 128, 64, 96), args.resolution)[None]
+    fn, latents, masks = _toy_problem(args)
     options = jacobian.JacobianOptions(tangent_chunk=args.chunk)
     plan = distributed.plan_grams(fn, latents, masks, options)
     all_samples = np.arange(args.samples)
@@ -63,6 +57,23 @@ def _measure(args) -> dict:
     return out
 
 
+def _toy_problem(args) -> tuple:
+    """(latent function, latents [samples, d], masks [1, H, W]) of the toy generator."""
+    import jax
+    import numpy as np
+
+    from regfac_jax import regions
+    from regfac_jax.models import toy
+
+    params = toy.init_toy(
+        jax.random.key(0), latent_dim=args.d, resolution=args.resolution, channels=args.channels
+    )
+    fn = toy.toy_latent_fn(params)
+    latents = np.random.default_rng(1).standard_normal((args.samples, args.d)).astype(np.float32)
+    masks = regions.box_mask((128, 128, 64, 96), args.resolution)[None]
+    return fn, latents, masks
+
+
 def _run_child(args, devices: int) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.bench_scale", "--child", "--devices", str(devices)]
     for name in ("samples", "resolution", "d", "channels", "chunk", "repeats"):
@@ -79,7 +90,8 @@ def _run_child(args, devices: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main(argv=None) -> None:
+def _parser() -> argparse.ArgumentParser:
+    """The command line's options (``--child`` and ``--devices`` are the subprocesses')."""
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument(
         "--devices-list", default="1,2,4,8", help="comma-separated simulated device counts"
@@ -97,11 +109,11 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--devices", type=int, default=1, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.child:
-        print(json.dumps(_measure(args)))
-        return
-    rows = [_run_child(args, int(n)) for n in args.devices_list.split(",")]
+    return ap
+
+
+def _print_table(args, rows: list[dict]) -> None:
+    """Prints the setting, one row per device count, the plain loop's rate and the caveat."""
     base = args.samples / rows[0]["sharded_s"]
     print(
         f"toy generator {args.resolution}x{args.resolution}x3, d={args.d}, {args.samples} "
@@ -124,6 +136,15 @@ def main(argv=None) -> None:
         "scale-out overhead, not the speed-up of real devices (ideal here ~1 once devices "
         "outnumber cores)."
     )
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    if args.child:
+        print(json.dumps(_measure(args)))
+        return
+    rows = [_run_child(args, int(n)) for n in args.devices_list.split(",")]
+    _print_table(args, rows)
 
 
 if __name__ == "__main__":

@@ -121,16 +121,51 @@ def naive_filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp):
     return _naive_fir(x, fd, 1, down, (0, 0, 0, 0), 1)
 
 
-def bench_filtered_lrelu(gen: StyleGAN3Generator, batch: int, repeats: int) -> None:
+def _picked_layers(gen: StyleGAN3Generator) -> dict[str, LayerSpec]:
+    """One layer of each kind: the first (margins), the first 4x upsampler, the last critical one."""
     layers: list[LayerSpec] = list(gen.spec.layers)
-    # One layer of each kind: the first (margins), the first that upsamples 4x, the last critically
-    # sampled one.
-    picks = {
+    return {
         layer.name: layer
         for layer in [layers[0]]
         + [spec for spec in layers if spec.up_factor == 4][:1]
         + [layers[-2]]
     }
+
+
+def _lrelu_options(gen: StyleGAN3Generator, name: str, s: LayerSpec) -> dict:
+    """Layer ``name``'s filtered leaky ReLU arguments: filters, bias, factors, padding, gain, clamp."""
+    bufs = gen.buffers["synthesis"][name]
+    return dict(
+        fu=bufs.get("up_filter"),
+        fd=bufs.get("down_filter"),
+        b=gen.params["synthesis"][name]["bias"],
+        up=s.up_factor,
+        down=s.down_factor,
+        padding=s.padding,
+        gain=math.sqrt(2),
+        slope=0.2,
+        clamp=s.conv_clamp,
+    )
+
+
+def _lrelu_row(name: str, s: LayerSpec, x: jax.Array, opts: dict, repeats: int) -> None:
+    """Times ours and the naive version on ``x`` [batch, size, size, channels]; prints one row."""
+    ours = jax.jit(functools.partial(filtered_lrelu, **opts))
+    naive = jax.jit(functools.partial(naive_filtered_lrelu, **opts))
+    t_ours = median_seconds(functools.partial(ours, x), repeats)
+    t_naive = median_seconds(functools.partial(naive, x), repeats)
+    diff = float(jnp.max(jnp.abs(ours(x) - naive(x))) / jnp.max(jnp.abs(naive(x))))
+    fd, size = opts["fd"], x.shape[1]
+    kind = "-" if fd is None else ("radial" if fd.ndim == 2 else "separable")
+    print(
+        f"{name:>12} {f'{size}x{size}x{s.out_channels}':>9} "
+        f"{f'{s.up_factor}/{s.down_factor}':>8} {kind:>11} "
+        f"{t_ours * 1e3:9.2f} {t_naive * 1e3:9.2f} {t_naive / t_ours:7.1f}x {diff:9.1e}"
+    )
+
+
+def bench_filtered_lrelu(gen: StyleGAN3Generator, batch: int, repeats: int) -> None:
+    picks = _picked_layers(gen)
     print(f"filtered_lrelu, batch {batch}: ours vs naive separate passes (ms, median of {repeats})")
     print(
         f"{'layer':>12} {'in':>9} {'up/down':>8} {'down filter':>11} {'ours':>9} {'naive':>9} "
@@ -140,34 +175,7 @@ def bench_filtered_lrelu(gen: StyleGAN3Generator, batch: int, repeats: int) -> N
     for name, s in picks.items():
         size = s.in_size + s.conv_kernel - 1
         x = jnp.asarray(rng.standard_normal((batch, size, size, s.out_channels)), jnp.float32)
-        bufs = gen.buffers["synthesis"][name]
-        fu, fd, b = (
-            bufs.get("up_filter"),
-            bufs.get("down_filter"),
-            gen.params["synthesis"][name]["bias"],
-        )
-        opts = dict(
-            fu=fu,
-            fd=fd,
-            b=b,
-            up=s.up_factor,
-            down=s.down_factor,
-            padding=s.padding,
-            gain=math.sqrt(2),
-            slope=0.2,
-            clamp=s.conv_clamp,
-        )
-        ours = jax.jit(functools.partial(filtered_lrelu, **opts))
-        naive = jax.jit(functools.partial(naive_filtered_lrelu, **opts))
-        t_ours = median_seconds(functools.partial(ours, x), repeats)
-        t_naive = median_seconds(functools.partial(naive, x), repeats)
-        diff = float(jnp.max(jnp.abs(ours(x) - naive(x))) / jnp.max(jnp.abs(naive(x))))
-        kind = "-" if fd is None else ("radial" if fd.ndim == 2 else "separable")
-        print(
-            f"{name:>12} {f'{size}x{size}x{s.out_channels}':>9} "
-            f"{f'{s.up_factor}/{s.down_factor}':>8} {kind:>11} "
-            f"{t_ours * 1e3:9.2f} {t_naive * 1e3:9.2f} {t_naive / t_ours:7.1f}x {diff:9.1e}"
-        )
+        _lrelu_row(name, s, x, _lrelu_options(gen, name, s), repeats)
 
 
 def bench_synthesis_and_jacobian(gen: StyleGAN3Generator, repeats: int) -> None:

@@ -85,25 +85,23 @@ def checkpoint_cost(repeats: int, d: int = 512, samples: int = 5) -> None:
             )
 
 
-def loop_vs_resumable(repeats: int, samples: int, d: int, resolution: int) -> None:
+def _toy_problem(samples: int, d: int, resolution: int) -> tuple:
+    """(latent function, latents [samples, d], masks [1, H, W]) of the toy generator."""
     import jax
 
-    from regfac_jax import distributed, jacobian, regions, resumable
+    from regfac_jax import regions
     from regfac_jax.models import toy
 
     params = toy.init_toy(jax.random.key(0), latent_dim=d, resolution=resolution, channels=16)
     fn = toy.toy_latent_fn(params)
     latents = np.random.default_rng(1).standard_normal((samples, d)).astype(np.float32)
     masks = regions.box_mask((128, 128, 64, 96), resolution)[None]
-    mesh = distributed.make_mesh(jax.local_devices()[:1])
+    return fn, latents, masks
 
-    options = jacobian.JacobianOptions(tangent_chunk=d)
 
-    def loop():
-        return [
-            np.asarray(jacobian.region_grams(fn, latents[i], masks, options)[0])
-            for i in range(samples)
-        ]
+def _resumable_runner(fn, latents, masks, options, mesh):
+    """``(save interval, block) ->`` a callable that runs ``run_resumable`` in a fresh directory."""
+    from regfac_jax import resumable
 
     def resumable_run(interval: float, block: int | None):
         def run():
@@ -117,6 +115,25 @@ def loop_vs_resumable(repeats: int, samples: int, d: int, resolution: int) -> No
 
         return run
 
+    return resumable_run
+
+
+def loop_vs_resumable(repeats: int, samples: int, d: int, resolution: int) -> None:
+    import jax
+
+    from regfac_jax import distributed, jacobian
+
+    fn, latents, masks = _toy_problem(samples, d, resolution)
+    mesh = distributed.make_mesh(jax.local_devices()[:1])
+    options = jacobian.JacobianOptions(tangent_chunk=d)
+
+    def loop():
+        return [
+            np.asarray(jacobian.region_grams(fn, latents[i], masks, options)[0])
+            for i in range(samples)
+        ]
+
+    resumable_run = _resumable_runner(fn, latents, masks, options, mesh)
     loop()  # compile
     resumable_run(300.0, None)()
     resumable_run(0.0, 1)()

@@ -39,8 +39,8 @@ def _describe(gen) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parses arguments, converts, writes; returns the process exit code."""
+def _parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(
         prog="python -m converters", description=__doc__.splitlines()[0]
     )
@@ -60,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="entry of a multi-network file to convert (NVlabs snapshot: G_ema by default, or G)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses arguments, converts, writes; returns the process exit code."""
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # orbax/absl stay quiet
     log.setLevel(logging.INFO)
 

@@ -244,18 +244,8 @@ def _interpret(tree: Any, path: pathlib.Path, network: str | None) -> Checkpoint
     if isinstance(tree, Mapping) and "models" in tree and isinstance(tree["models"], Mapping):
         return _from_hammer(tree, path, network)
     _single_network(network, path, "single-network checkpoint")
-    if isinstance(tree, Mapping):
-        if tree and all(isinstance(v, np.ndarray) for v in tree.values()):
-            return _from_plain(_state_dict_from_tree(tree, path), path, "torch.save state_dict")
-        for key in ("state_dict", "model", "g_ema", "G_ema", "generator"):
-            if (
-                isinstance(tree.get(key), Mapping)
-                and tree[key]
-                and all(isinstance(v, np.ndarray) for v in tree[key].values())
-            ):
-                return _from_plain(
-                    _state_dict_from_tree(tree[key], path), path, f"state_dict under {key!r}"
-                )
+    if isinstance(tree, Mapping) and (found := _find_state_dict(tree, path)) is not None:
+        return found
     if isinstance(tree, TorchModule):
         raise CheckpointFormatError(
             f"{path} holds a whole pickled torch module ({tree.class_path}); save its "
@@ -269,6 +259,22 @@ def _interpret(tree: Any, path: pathlib.Path, network: str | None) -> Checkpoint
         "'generator': ...}}), "
         "state_dicts with a config JSON beside them, pytorch-pretrained-biggan folders."
     )
+
+
+def _find_state_dict(tree: Mapping, path: pathlib.Path) -> Checkpoint | None:
+    """A plain state_dict at the top level or under a usual key, with its config; else None."""
+    if tree and all(isinstance(v, np.ndarray) for v in tree.values()):
+        return _from_plain(_state_dict_from_tree(tree, path), path, "torch.save state_dict")
+    for key in ("state_dict", "model", "g_ema", "G_ema", "generator"):
+        if (
+            isinstance(tree.get(key), Mapping)
+            and tree[key]
+            and all(isinstance(v, np.ndarray) for v in tree[key].values())
+        ):
+            return _from_plain(
+                _state_dict_from_tree(tree[key], path), path, f"state_dict under {key!r}"
+            )
+    return None
 
 
 def _state_dict_from_tree(tree: Any, path) -> dict:
@@ -405,6 +411,25 @@ def _looks_like_hammer(sd: Mapping) -> bool:
 
 def _from_hammer(tree: Mapping, path: pathlib.Path, network: str | None = None) -> Checkpoint:
     models = tree["models"]
+    entry = _hammer_entry(models, path, network)
+    sd = _state_dict_from_tree(models[entry], path)
+    kwargs_all = tree.get("model_kwargs_init")
+    kwargs = dict(kwargs_all.get(entry) or {}) if isinstance(kwargs_all, Mapping) else {}
+    _refuse_hammer_v1(sd, str(kwargs.get("model_type", "")), path)
+    if "synthesis.early_layer.const" in sd:
+        kind, out, config = _hammer_sg2(sd, kwargs, path)
+    elif "synthesis.early_layer.frequency" in sd:
+        kind, out, config = _hammer_sg3(sd, kwargs, path)
+    else:
+        raise CheckpointFormatError(
+            f"{path}: Hammer generator '{entry}' is neither StyleGAN2 nor StyleGAN3 "
+            f"(keys: {sorted(sd)[:8]} ...)."
+        )
+    return Checkpoint(kind, out, config, f"Hammer checkpoint {path} [{entry}]")
+
+
+def _hammer_entry(models: Mapping, path: pathlib.Path, network: str | None) -> str:
+    """The generator's name among a Hammer file's models: ``network``, else the smoothed one."""
     if network is not None and not (
         isinstance(models.get(network), Mapping) and "discriminator" not in network
     ):
@@ -424,10 +449,11 @@ def _from_hammer(tree: Mapping, path: pathlib.Path, network: str | None = None) 
         raise CheckpointFormatError(
             f"{path} is a Hammer checkpoint without a generator (it holds {sorted(models)})."
         )
-    sd = _state_dict_from_tree(models[entry], path)
-    kwargs_all = tree.get("model_kwargs_init")
-    kwargs = dict(kwargs_all.get(entry) or {}) if isinstance(kwargs_all, Mapping) else {}
-    model_type = str(kwargs.get("model_type", ""))
+    return entry
+
+
+def _refuse_hammer_v1(sd: Mapping, model_type: str, path: pathlib.Path) -> None:
+    """Refuses a Hammer StyleGAN (v1) or PGGAN generator, by its model type or its keys."""
     if (
         model_type in ("StyleGANGenerator", "PGGANGenerator")
         or any(k in sd for k in ("synthesis.lod", "truncation.w_avg", "lod"))
@@ -437,16 +463,6 @@ def _from_hammer(tree: Mapping, path: pathlib.Path, network: str | None = None) 
             f"{path} is a Hammer {model_type or 'StyleGAN (v1) / PGGAN'} generator; "
             "StyleGAN1 and PGGAN are not supported (only StyleGAN2, StyleGAN3, BigGAN)."
         )
-    if "synthesis.early_layer.const" in sd:
-        kind, out, config = _hammer_sg2(sd, kwargs, path)
-    elif "synthesis.early_layer.frequency" in sd:
-        kind, out, config = _hammer_sg3(sd, kwargs, path)
-    else:
-        raise CheckpointFormatError(
-            f"{path}: Hammer generator '{entry}' is neither StyleGAN2 nor StyleGAN3 "
-            f"(keys: {sorted(sd)[:8]} ...)."
-        )
-    return Checkpoint(kind, out, config, f"Hammer checkpoint {path} [{entry}]")
 
 
 def _check_hammer_options(kwargs: Mapping, defaults: Mapping, path) -> None:
@@ -486,16 +502,7 @@ def _hammer_mapping(sd: Mapping, kwargs: Mapping, w_dim: int, path) -> tuple[dic
         raise ConversionError(
             f"{path}: no mapping.dense0.weight; this is not a complete Hammer generator."
         )
-    out = {}
-    for i in range(n_map):
-        for p in ("weight", "bias"):
-            out[f"mapping.fc{i}.{p}"] = sd[f"mapping.dense{i}.{p}"]
-    c_dim = embed = 0
-    if "mapping.embedding.weight" in sd:
-        embed, c_dim = sd["mapping.embedding.weight"].shape
-        out["mapping.embed.weight"] = sd["mapping.embedding.weight"]
-        if "mapping.embedding.bias" in sd:
-            out["mapping.embed.bias"] = sd["mapping.embedding.bias"]
+    out, embed, c_dim = _hammer_mapping_arrays(sd, n_map)
     z_dim = sd["mapping.dense0.weight"].shape[1] - embed
     last = sd[f"mapping.dense{n_map - 1}.weight"].shape[0]
     if last != w_dim or tuple(sd["w_avg"].shape) != (w_dim,):
@@ -516,6 +523,21 @@ def _hammer_mapping(sd: Mapping, kwargs: Mapping, w_dim: int, path) -> tuple[dic
         mapping_kwargs["lr_multiplier"] = lr_mul
     sizes = {"z_dim": int(z_dim), "c_dim": int(c_dim), "w_dim": int(w_dim)}
     return out, sizes, mapping_kwargs
+
+
+def _hammer_mapping_arrays(sd: Mapping, n_map: int) -> tuple[dict, int, int]:
+    """The mapping's layers and class embedding under official names; embedding width, c_dim."""
+    out = {}
+    for i in range(n_map):
+        for p in ("weight", "bias"):
+            out[f"mapping.fc{i}.{p}"] = sd[f"mapping.dense{i}.{p}"]
+    c_dim = embed = 0
+    if "mapping.embedding.weight" in sd:
+        embed, c_dim = sd["mapping.embedding.weight"].shape
+        out["mapping.embed.weight"] = sd["mapping.embedding.weight"]
+        if "mapping.embedding.bias" in sd:
+            out["mapping.embed.bias"] = sd["mapping.embedding.bias"]
+    return out, embed, c_dim
 
 
 def _setup_filter_1331() -> np.ndarray:
@@ -589,20 +611,8 @@ def _hammer_sg2(sd: Mapping, kwargs: Mapping, path) -> tuple[str, dict, dict]:
     _check_hammer_options(kwargs, _HAMMER_SG2_DEFAULTS, path)
     w_dim = int(sd["synthesis.layer0.style.weight"].shape[1])
     out, sizes, mapping_kwargs = _hammer_mapping(sd, kwargs, w_dim, path)
-    n_layers = _count(sd, "synthesis.layer{}.weight")
-    n_blocks = (n_layers + 1) // 2
-    if f"synthesis.output{n_blocks - 1}.weight" not in sd or n_layers % 2 == 0:
-        raise ConversionError(
-            f"{path}: {n_layers} synthesis layers and no output{n_blocks - 1}: not a complete "
-            "Hammer StyleGAN2 generator."
-        )
-    arch = (
-        "resnet"
-        if "synthesis.residual1.weight" in sd
-        else "skip"
-        if n_blocks > 1 and "synthesis.output0.weight" in sd
-        else "orig"
-    )
+    n_blocks = _count_sg2_blocks(sd, path)
+    arch = _sg2_architecture(sd, n_blocks)
     out.update(_hammer_sg2_synthesis(sd, n_blocks, arch, path))
     channels = {
         _block_resolution(b): int(sd[f"synthesis.layer{2 * b}.weight"].shape[0])
@@ -623,6 +633,29 @@ def _hammer_sg2(sd: Mapping, kwargs: Mapping, path) -> tuple[str, dict, dict]:
         },
     }
     return "stylegan2", out, config
+
+
+def _count_sg2_blocks(sd: Mapping, path) -> int:
+    """The number of synthesis blocks of a Hammer StyleGAN2 state dict, checked complete."""
+    n_layers = _count(sd, "synthesis.layer{}.weight")
+    n_blocks = (n_layers + 1) // 2
+    if f"synthesis.output{n_blocks - 1}.weight" not in sd or n_layers % 2 == 0:
+        raise ConversionError(
+            f"{path}: {n_layers} synthesis layers and no output{n_blocks - 1}: not a complete "
+            "Hammer StyleGAN2 generator."
+        )
+    return n_blocks
+
+
+def _sg2_architecture(sd: Mapping, n_blocks: int) -> str:
+    """The official architecture name ('resnet', 'skip' or 'orig') from the keys present."""
+    return (
+        "resnet"
+        if "synthesis.residual1.weight" in sd
+        else "skip"
+        if n_blocks > 1 and "synthesis.output0.weight" in sd
+        else "orig"
+    )
 
 
 def _hammer_sg2_synthesis(sd: Mapping, n_blocks: int, arch: str, path) -> dict:
@@ -648,16 +681,22 @@ def _hammer_sg2_synthesis(sd: Mapping, n_blocks: int, arch: str, path) -> dict:
         out[official] = (
             value.reshape(value.shape[2:]) if official.endswith("noise_const") else value
         )
+    for name in _sg2_filter_names(n_blocks, arch):
+        out.setdefault(name, filt)
+    return out
+
+
+def _sg2_filter_names(n_blocks: int, arch: str) -> list[str]:
+    """The official resampling-filter buffers of ``n_blocks`` StyleGAN2 blocks, block by block."""
+    names = []
     for b in range(n_blocks):
         res = _block_resolution(b)
-        names = [f"synthesis.b{res}.resample_filter", f"synthesis.b{res}.conv1.resample_filter"]
+        names += [f"synthesis.b{res}.resample_filter", f"synthesis.b{res}.conv1.resample_filter"]
         if b > 0:
             names.append(f"synthesis.b{res}.conv0.resample_filter")
             if arch == "resnet":
                 names.append(f"synthesis.b{res}.skip.resample_filter")
-        for name in names:
-            out.setdefault(name, filt)
-    return out
+    return names
 
 
 def _sg3_schedule(res: int, num_layers: int, kw: Mapping) -> dict:
@@ -782,11 +821,7 @@ def _hammer_sg3(sd: Mapping, kwargs: Mapping, path) -> tuple[str, dict, dict]:
     _check_hammer_options(kwargs, _HAMMER_SG3_DEFAULTS, path)
     w_dim = int(sd["synthesis.layer0.conv.style.weight"].shape[1])
     out, sizes, mapping_kwargs = _hammer_mapping(sd, kwargs, w_dim, path)
-    if "layer_features" in mapping_kwargs or "embed_features" in mapping_kwargs:
-        raise ConversionError(
-            f"{path}: the official StyleGAN3 mapping has w_dim hidden and embedding features; "
-            f"this one has {mapping_kwargs}."
-        )
+    _check_sg3_mapping(mapping_kwargs, path)
     n = _count(sd, "synthesis.layer{}.conv.weight")
     num_layers = n - 1
     channels = [int(sd[f"synthesis.layer{i}.conv.weight"].shape[0]) for i in range(n)]
@@ -797,13 +832,7 @@ def _hammer_sg3(sd: Mapping, kwargs: Mapping, path) -> tuple[str, dict, dict]:
     sched = _sg3_schedule(res, num_layers, kwargs)
     base, cmax = _infer_sg3_channels(channels[:-1], sched["cutoffs"][:-1], path)
     names = [f"L{i}_{sched['sizes'][i]}_{channels[i]}" for i in range(n)]
-    for key, value in sd.items():
-        if key.startswith("mapping.") or key in ("w_avg", "synthesis.early_layer.grid"):
-            continue
-        try:
-            out[_hammer_sg3_key(key, names)] = value
-        except KeyError:
-            raise ConversionError(f"{path}: unexpected Hammer StyleGAN3 key {key!r}.") from None
+    out.update(_hammer_sg3_synthesis(sd, names, path))
     config = {
         **sizes,
         "img_resolution": res,
@@ -821,3 +850,25 @@ def _hammer_sg3(sd: Mapping, kwargs: Mapping, path) -> tuple[str, dict, dict]:
         if name in kwargs:
             config[official] = kwargs[name]
     return "stylegan3", out, config
+
+
+def _check_sg3_mapping(mapping_kwargs: Mapping, path) -> None:
+    """Refuses a mapping whose hidden or embedding width differs from w_dim (fixed in StyleGAN3)."""
+    if "layer_features" in mapping_kwargs or "embed_features" in mapping_kwargs:
+        raise ConversionError(
+            f"{path}: the official StyleGAN3 mapping has w_dim hidden and embedding features; "
+            f"this one has {mapping_kwargs}."
+        )
+
+
+def _hammer_sg3_synthesis(sd: Mapping, names: list[str], path) -> dict:
+    """The official ``synthesis.*`` arrays of a Hammer StyleGAN3 state dict (layer ``names``)."""
+    out = {}
+    for key, value in sd.items():
+        if key.startswith("mapping.") or key in ("w_avg", "synthesis.early_layer.grid"):
+            continue
+        try:
+            out[_hammer_sg3_key(key, names)] = value
+        except KeyError:
+            raise ConversionError(f"{path}: unexpected Hammer StyleGAN3 key {key!r}.") from None
+    return out

@@ -128,16 +128,7 @@ def select_network(tree: Mapping, network: str | None, path) -> tuple[str, Persi
             f"file holds {_listing(nets)}." + _choose(path, gens)
         )
     if not gens:
-        only_d = nets and all(
-            v.class_name == "Discriminator" or k.startswith("D")
-            for k, v in nets.items()
-            if v.class_name != "AugmentPipe"
-        )
-        what = "only a discriminator" if only_d else "no generator"
-        raise CheckpointFormatError(
-            f"{path} holds {what} ({_listing(nets)}); a generator is needed. Use the full network "
-            "snapshot (network-snapshot-*.pkl), which holds G, D and G_ema."
-        )
+        raise _no_generator_error(nets, path)
     if network is None:
         raise CheckpointFormatError(
             f"{path} has no G_ema, the exponential-moving-average generator that NVIDIA's tools "
@@ -147,6 +138,20 @@ def select_network(tree: Mapping, network: str | None, path) -> tuple[str, Persi
         )
     raise CheckpointFormatError(
         f"{path} has no network {network!r}; it holds {_listing(nets)}." + _choose(path, gens)
+    )
+
+
+def _no_generator_error(nets: Mapping[str, PersistentObject], path) -> CheckpointFormatError:
+    """The error for a file without a generator, saying whether it holds only a discriminator."""
+    only_d = nets and all(
+        v.class_name == "Discriminator" or k.startswith("D")
+        for k, v in nets.items()
+        if v.class_name != "AugmentPipe"
+    )
+    what = "only a discriminator" if only_d else "no generator"
+    return CheckpointFormatError(
+        f"{path} holds {what} ({_listing(nets)}); a generator is needed. Use the full network "
+        "snapshot (network-snapshot-*.pkl), which holds G, D and G_ema."
     )
 
 
@@ -211,6 +216,23 @@ def port_config(class_name: str | None, kind: str, init_kwargs: Mapping[str, Any
 
 
 def _nest_flat_stylegan2(config: dict, path) -> dict:
+    _check_flat_stylegan2(config, path)
+    synthesis = {
+        **_FLAT_DEFAULTS,
+        **{k: config.pop(k) for k in sorted(_FLAT_SYNTHESIS_KEYS & set(config))},
+    }
+    mapping = config.get("mapping_kwargs") or {}
+    if not isinstance(mapping, Mapping):
+        raise ConversionError(
+            f"{path}: mapping_kwargs must be a dict, got {type(mapping).__name__}."
+        )
+    config["mapping_kwargs"] = {**_FLAT_MAPPING_DEFAULTS, **mapping}
+    config["synthesis_kwargs"] = synthesis
+    return config
+
+
+def _check_flat_stylegan2(config: dict, path) -> None:
+    """Checks flat networks_stylegan2 kwargs (and drops ``fused_modconv_default`` from them)."""
     if "synthesis_kwargs" in config:
         raise ConversionError(
             f"{path}: stylegan3's networks_stylegan2.Generator takes its synthesis options flat, "
@@ -230,18 +252,6 @@ def _nest_flat_stylegan2(config: dict, path) -> dict:
             f"(it takes {sorted(_GENERATOR_KEYS)}, fused_modconv_default and the synthesis options "
             f"{sorted(_FLAT_SYNTHESIS_KEYS)})."
         )
-    synthesis = {
-        **_FLAT_DEFAULTS,
-        **{k: config.pop(k) for k in sorted(_FLAT_SYNTHESIS_KEYS & set(config))},
-    }
-    mapping = config.get("mapping_kwargs") or {}
-    if not isinstance(mapping, Mapping):
-        raise ConversionError(
-            f"{path}: mapping_kwargs must be a dict, got {type(mapping).__name__}."
-        )
-    config["mapping_kwargs"] = {**_FLAT_MAPPING_DEFAULTS, **mapping}
-    config["synthesis_kwargs"] = synthesis
-    return config
 
 
 def _plain_json(value: Any) -> Any:

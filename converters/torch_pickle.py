@@ -666,8 +666,8 @@ def _storage_pid(pid) -> tuple[_DType, str, int, tuple | None]:
 # ---- torch file formats --------------------------------------------------------------------------
 
 
-def _read_zip(zf: zipfile.ZipFile, path: str) -> Any:
-    names = zf.namelist()
+def _zip_pickle_name(names: list[str], path: str) -> str:
+    """The archive's ``<folder>/data.pkl``; refuses TorchScript and other zip files."""
     pkls = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
     if not pkls:
         if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
@@ -678,7 +678,13 @@ def _read_zip(zf: zipfile.ZipFile, path: str) -> Any:
         raise CheckpointFormatError(
             f"{path} is a zip archive without data.pkl: not a torch.save file."
         )
-    prefix = pkls[0][: -len("data.pkl")]
+    return pkls[0]
+
+
+def _read_zip(zf: zipfile.ZipFile, path: str) -> Any:
+    names = zf.namelist()
+    pkl = _zip_pickle_name(names, path)
+    prefix = pkl[: -len("data.pkl")]
     big = prefix + "byteorder" in names and zf.read(prefix + "byteorder").strip() == b"big"
     storages: dict[str, _Storage] = {}
 
@@ -701,7 +707,7 @@ def _read_zip(zf: zipfile.ZipFile, path: str) -> Any:
             )
         return storages[key]
 
-    return unpickle_restricted(zf.read(pkls[0]), persistent, what=f"{path}:data.pkl")
+    return unpickle_restricted(zf.read(pkl), persistent, what=f"{path}:data.pkl")
 
 
 def _read_legacy(stream: io.BytesIO, what: str) -> Any:
@@ -732,6 +738,12 @@ def _read_legacy(stream: io.BytesIO, what: str) -> Any:
         return views[view_key]
 
     result = unpickle_restricted(stream, persistent, what=what)
+    _fill_legacy_storages(stream, roots, what)
+    return result
+
+
+def _fill_legacy_storages(stream: io.BytesIO, roots: dict, what: str) -> None:
+    """Reads the storage key list and each storage's bytes (after the pickle) into ``roots``."""
     keys = unpickle_restricted(stream, what=what)
     if not isinstance(keys, list) or set(keys) != set(roots):
         raise CheckpointFormatError(f"{what}: the storage key list does not match the tensors.")
@@ -750,7 +762,6 @@ def _read_legacy(stream: io.BytesIO, what: str) -> Any:
                 f"for {buf.size} elements)."
             )
         buf[:] = np.frombuffer(raw, buf.dtype)
-    return result
 
 
 def _finalize(obj: Any, memo: dict | None = None) -> Any:

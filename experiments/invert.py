@@ -92,13 +92,29 @@ def invert_images(cfg, images: str, workdir, progress: bool = True) -> dict:
     x, files, warnings = inversion.load_images(images, gen)
     for w in warnings:
         log.warning("%s", w)
-    lp = None
-    if inv.vgg16:
-        import converters
+    lp = _lpips(inv)
+    t0 = time.time()
+    results = _invert_batches(gen, x, config, inv, lp, progress)
+    seconds = time.time() - t0
+    result = _merge(results)
+    return _write(workdir, x, files, result, seconds)
 
-        lp = converters.load_lpips(inv.vgg16, inv.lpips_linear or None)
+
+def _lpips(inv):
+    """The LPIPS network of ``inv.vgg16`` (and ``inv.lpips_linear``), or None when unset."""
+    if not inv.vgg16:
+        return None
+    import converters
+
+    return converters.load_lpips(inv.vgg16, inv.lpips_linear or None)
+
+
+def _invert_batches(gen, x: np.ndarray, config, inv, lp, progress: bool) -> list:
+    """Inverts ``x`` [N, H, W, C] in batches of ``inv.batch_size``; one result per batch."""
+    from regfac_jax import inversion
+
     batch = max(1, int(inv.batch_size))
-    results, t0 = [], time.time()
+    results = []
     for i in range(0, len(x), batch):
         bar, update = (
             _progress_bar(config.num_steps, f"images {i + 1}-{min(i + batch, len(x))} of {len(x)}")
@@ -118,9 +134,7 @@ def invert_images(cfg, images: str, workdir, progress: bool = True) -> dict:
         )
         if bar is not None:
             bar.close()
-    seconds = time.time() - t0
-    result = _merge(results)
-    return _write(workdir, x, files, result, seconds)
+    return results
 
 
 def _merge(results):

@@ -484,23 +484,7 @@ def _accumulate(cfg, job: _Job, workdir: pathlib.Path, progress: bool):
     ``workdir/grams_ckpt``)."""
     from regfac_jax import resumable
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(job.fns), desc="samples", unit="sample")
-
-    def report(p):
-        if bar is not None:
-            bar.update(p.done - bar.n)
-        log.info(
-            "%d/%d samples done (%d computed by this run, %.1fs)",
-            p.done,
-            p.total,
-            p.computed,
-            p.seconds,
-        )
-
+    bar, report = _progress_reporter(len(job.fns), progress)
     block = None if cfg.get("block_size") is None else int(cfg.block_size)
     checkpoints = resumable.CheckpointOptions(
         block_size=block, save_interval_secs=float(cfg.save_interval_secs), callback=report
@@ -521,6 +505,28 @@ def _accumulate(cfg, job: _Job, workdir: pathlib.Path, progress: bool):
         if bar is not None:
             bar.close()
     return np.asarray(A), np.asarray(B)
+
+
+def _progress_reporter(total: int, progress: bool) -> tuple[Any, Callable]:
+    """``(bar or None, report)``: the samples' tqdm bar and the checkpoint callback that logs."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="samples", unit="sample")
+
+    def report(p):
+        if bar is not None:
+            bar.update(p.done - bar.n)
+        log.info(
+            "%d/%d samples done (%d computed by this run, %.1fs)",
+            p.done,
+            p.total,
+            p.computed,
+            p.seconds,
+        )
+
+    return bar, report
 
 
 def solver_settings(cfg) -> tuple[str, dict]:
@@ -681,13 +687,7 @@ def manipulate(
             "--latents holds StyleGAN W/W+ latents from experiments.invert; this model is BigGAN."
         )
     all_dirs = edit_lib.load_directions(directions_path, gen.latent_dim)
-    idx = [int(i) for i in str(m.indices).split(",") if i.strip()]
-    bad = [i for i in idx if not 0 <= i < all_dirs.shape[0]]
-    if bad:
-        raise errors.ConfigError(
-            f"Direction indices {bad} are beyond the {all_dirs.shape[0]} directions in "
-            f"{directions_path}."
-        )
+    idx = _direction_indices(m.indices, all_dirs.shape[0], directions_path)
     unset_is_none(m.truncation_cutoff, "manipulate.truncation_cutoff")
     inverted = None
     if latents_path:
@@ -695,19 +695,35 @@ def manipulate(
 
         # (ws, noise, files); validated before the claim
         inverted = inversion.load_latents(latents_path, gen)
-    description = {
-        **describe(cfg),
-        io_utils.WEIGHTS_KEY: io_utils.tree_digest(gen.params),
-        "directions": np.asarray(all_dirs),
-        "manipulate": m.to_dict(),
-        "latents": None if inverted is None else np.asarray(inverted[0]),
-    }
+    description = _manipulate_description(cfg, gen, all_dirs, inverted)
     workdir = pathlib.Path(workdir)
     with (
         io_utils.claim_workdir(workdir, description, overwrite=bool(cfg.overwrite)),
         logs.log_to_file(workdir / "log.txt"),
     ):  # claimed after validation; every record goes to log.txt
         return _render_edits(cfg, gen, all_dirs, idx, workdir, directions_path, progress, inverted)
+
+
+def _manipulate_description(cfg, gen, all_dirs, inverted) -> dict:
+    """The work directory's fingerprint: config, weights digest, directions, settings, latents."""
+    return {
+        **describe(cfg),
+        io_utils.WEIGHTS_KEY: io_utils.tree_digest(gen.params),
+        "directions": np.asarray(all_dirs),
+        "manipulate": cfg.manipulate.to_dict(),
+        "latents": None if inverted is None else np.asarray(inverted[0]),
+    }
+
+
+def _direction_indices(indices, count: int, directions_path) -> list[int]:
+    """The comma-separated ``indices`` as ints, each checked to be below ``count``."""
+    idx = [int(i) for i in str(indices).split(",") if i.strip()]
+    bad = [i for i in idx if not 0 <= i < count]
+    if bad:
+        raise errors.ConfigError(
+            f"Direction indices {bad} are beyond the {count} directions in {directions_path}."
+        )
+    return idx
 
 
 def _biggan_renderer(cfg, gen, all_dirs, steps) -> tuple[Callable, int]:

@@ -101,6 +101,48 @@ def figure(gen, real, res, dirs, masks, path, rows=4, scale=4):
     canvas.save(path)
 
 
+def _invert_all(gen, real: np.ndarray, spaces: dict) -> dict:
+    """Inverts ``real`` in the four settings, filling ``spaces``; returns the results by label."""
+    results = {}
+    settings = demo_settings()
+    projector = dict(settings, w_prior=0.0, layer_spread=0.0)
+    for label, space, kwargs in (
+        ("wplus", "wplus", settings),
+        ("w", "w", settings),
+        ("wplus_projector", "wplus", projector),
+        ("w_projector", "w", projector),
+    ):
+        res, times = timed_invert(gen, real, space, kwargs)
+        results[label] = res
+        p, s = inversion.psnr(res.images, real), inversion.ssim(res.images, real)
+        spaces[label] = {
+            "space": space,
+            **kwargs,
+            **times,
+            "mean_psnr": round(float(p.mean()), 2),
+            "min_psnr": round(float(p.min()), 2),
+            "mean_ssim": round(float(s.mean()), 4),
+            "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        }
+        print(label, spaces[label], flush=True)
+    return results
+
+
+def _shares(gen, results: dict, dirs, masks, w_eval) -> dict:
+    """Each region's mean in-region share of its direction's edit, generated and inverted."""
+    ws_eval = np.repeat(w_eval[:, None], gen.num_ws, axis=1)
+    share = {}
+    for name, d, m in zip(REGIONS, dirs, masks, strict=True):
+        row = {"generated": float(inversion.edit_locality(gen, ws_eval, d, m)["share"].mean())}
+        for space, res in results.items():
+            row[f"inverted_{space}"] = float(
+                inversion.edit_locality(gen, res.ws, d, m, res.noise)["share"].mean()
+            )
+        share[name] = {k: round(v, 3) for k, v in row.items()}
+        print(name, share[name], flush=True)
+    return share
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="docs/inversion")
@@ -118,40 +160,10 @@ def main():
         "cpu_count": os.cpu_count(),
         "spaces": {},
     }
-    results = {}
-    settings = demo_settings()
-    projector = dict(settings, w_prior=0.0, layer_spread=0.0)
-    for label, space, kwargs in (
-        ("wplus", "wplus", settings),
-        ("w", "w", settings),
-        ("wplus_projector", "wplus", projector),
-        ("w_projector", "w", projector),
-    ):
-        res, times = timed_invert(gen, real, space, kwargs)
-        results[label] = res
-        p, s = inversion.psnr(res.images, real), inversion.ssim(res.images, real)
-        report["spaces"][label] = {
-            "space": space,
-            **kwargs,
-            **times,
-            "mean_psnr": round(float(p.mean()), 2),
-            "min_psnr": round(float(p.min()), 2),
-            "mean_ssim": round(float(s.mean()), 4),
-            "load_average_after": [round(v, 2) for v in os.getloadavg()],
-        }
-        print(label, report["spaces"][label], flush=True)
+    results = _invert_all(gen, real, report["spaces"])
     masks = faces.region_masks(gen.img_resolution, REGIONS)
     dirs, w_eval = resefa_directions(gen, masks)
-    ws_eval = np.repeat(w_eval[:, None], gen.num_ws, axis=1)
-    report["share"] = {}
-    for name, d, m in zip(REGIONS, dirs, masks, strict=True):
-        row = {"generated": float(inversion.edit_locality(gen, ws_eval, d, m)["share"].mean())}
-        for space, res in results.items():
-            row[f"inverted_{space}"] = float(
-                inversion.edit_locality(gen, res.ws, d, m, res.noise)["share"].mean()
-            )
-        report["share"][name] = {k: round(v, 3) for k, v in row.items()}
-        print(name, report["share"][name], flush=True)
+    report["share"] = _shares(gen, results, dirs, masks, w_eval)
     report["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     figure(gen, real, results["wplus"], dirs, masks, out / "figure.png")
     io_utils.write_json(out / "results.json", report)

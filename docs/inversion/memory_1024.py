@@ -28,39 +28,55 @@ CONFIG = dict(
 )
 
 
-def main(n: int) -> None:
-    S = jax.ShapeDtypeStruct
+# The optimisation step's scalar hyperparameters (float32 scalars in the jitted step).
+SCALARS = (
+    "learning_rate",
+    "w_std",
+    "mse_weight",
+    "lpips_weight",
+    "noise_regularization",
+    "w_prior",
+    "layer_spread",
+)
+
+
+def _abstract_generator() -> stylegan2.StyleGAN2Generator:
+    """The config-f generator with shape-only parameters and buffers."""
     params, buffers = jax.eval_shape(
         lambda k: stylegan2.init_variables(CONFIG, k), jax.random.key(0)
     )
-    gen = stylegan2.StyleGAN2Generator(CONFIG, params, buffers)
-    flat = trees.flatten(buffers)
-    opt = {
-        "w": S((n, gen.num_ws, gen.w_dim), jnp.float32),
-        "noise": {k: S((n,) + flat[k].shape, jnp.float32) for k in inversion.noise_names(gen)},
-    }
-    s = inversion._Settings(1, 0.25, 0.05, 0.05, 0.75, 256, False)
-    scalars = (
-        "learning_rate",
-        "w_std",
-        "mse_weight",
-        "lpips_weight",
-        "noise_regularization",
-        "w_prior",
-        "layer_spread",
-    )
-    hp = {k: S((), jnp.float32) for k in scalars}
+    return stylegan2.StyleGAN2Generator(CONFIG, params, buffers)
+
+
+def _hyperparameters(gen) -> dict:
+    """Shapes of the step's hyperparameters: the scalars, the W mean and spread, the step count."""
+    S = jax.ShapeDtypeStruct
+    hp = {k: S((), jnp.float32) for k in SCALARS}
     hp.update(
         w_avg=S((gen.w_dim,), jnp.float32),
         w_sd=S((gen.w_dim,), jnp.float32),
         num_steps=S((), jnp.int32),
     )
+    return hp
+
+
+def main(n: int) -> None:
+    S = jax.ShapeDtypeStruct
+    gen = _abstract_generator()
+    flat = trees.flatten(gen.buffers)
+    opt = {
+        "w": S((n, gen.num_ws, gen.w_dim), jnp.float32),
+        "noise": {k: S((n,) + flat[k].shape, jnp.float32) for k in inversion.noise_names(gen)},
+    }
+    s = inversion._Settings(1, 0.25, 0.05, 0.05, 0.75, 256, False)
+    hp = _hyperparameters(gen)
     opt_state = jax.eval_shape(lambda o, h: inversion._optimizer(s, h).init(o), opt, hp)
     keys = jax.eval_shape(
         lambda: jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(0), jnp.arange(n))
     )
     t0 = time.time()
-    prob = inversion._Problem(params, buffers, None, hp, S((n, 1024, 1024, 3), jnp.float32), keys)
+    images = S((n, 1024, 1024, 3), jnp.float32)
+    prob = inversion._Problem(gen.params, gen.buffers, None, hp, images, keys)
     compiled = inversion._run_chunk.lower(gen, s, prob, (opt, opt_state), 0).compile()
     m = compiled.memory_analysis()
     print(

@@ -610,6 +610,20 @@ def read_image(path, resolution: int, channels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     path = pathlib.Path(path)
+    _check_upload_file(path)
+    try:
+        with Image.open(path) as img:
+            arr = _centre_square(img, path.name, resolution, channels)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        raise AppError(
+            f"{path.name} is not an image this editor can read (PNG, JPEG, WebP, ...): {err}"
+        ) from err
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    return arr / 127.5 - 1.0
+
+
+def _check_upload_file(path: pathlib.Path) -> None:
+    """Refuses an upload that did not arrive or has more than ``MAX_UPLOAD_BYTES``."""
     if not path.is_file():
         raise AppError(f"The upload {path.name!r} did not arrive; upload it again.")
     size = path.stat().st_size
@@ -618,25 +632,23 @@ def read_image(path, resolution: int, channels: int) -> np.ndarray:
             f"{path.name} is {size / 2**20:.1f} MB; the editor takes images up to "
             f"{MAX_UPLOAD_BYTES // 2**20} MB. Downscale it first."
         )
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            if w * h > MAX_UPLOAD_PIXELS:
-                raise AppError(
-                    f"{path.name} is {w}x{h} pixels; the editor takes up to "
-                    f"{MAX_UPLOAD_PIXELS:,} pixels. Downscale it first."
-                )
-            side = min(w, h)
-            box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
-            img = img.convert("L" if channels == 1 else "RGB").crop(box)
-            img = img.resize((resolution, resolution), Image.Resampling.LANCZOS)
-            arr = np.asarray(img, np.float32)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+
+
+def _centre_square(img, name: str, resolution: int, channels: int) -> np.ndarray:
+    """An open Pillow image -> float pixels in [0, 255], centre-square-cropped and resized."""
+    from PIL import Image
+
+    w, h = img.size
+    if w * h > MAX_UPLOAD_PIXELS:
         raise AppError(
-            f"{path.name} is not an image this editor can read (PNG, JPEG, WebP, ...): {err}"
-        ) from err
-    arr = arr[..., None] if arr.ndim == 2 else arr
-    return arr / 127.5 - 1.0
+            f"{name} is {w}x{h} pixels; the editor takes up to "
+            f"{MAX_UPLOAD_PIXELS:,} pixels. Downscale it first."
+        )
+    side = min(w, h)
+    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    img = img.convert("L" if channels == 1 else "RGB").crop(box)
+    img = img.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    return np.asarray(img, np.float32)
 
 
 def upload(

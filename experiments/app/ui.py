@@ -107,53 +107,55 @@ def build(app: EditorApp) -> gr.Blocks:
             with gr.Column(scale=1, min_width=300):
                 w = _controls(app)
             with gr.Column(scale=1, min_width=300):
-                view = gr.Image(
-                    label="Edited image (click two corners to draw a box)",
-                    type="numpy",
-                    interactive=False,
-                    elem_id="view",
-                    image_mode="RGB",
-                    format="png",
-                    buttons=["download"],
-                    height=300,
-                )
-                outline = gr.Checkbox(True, label="Show the region outline", elem_id="outline")
-                sliders = [
-                    gr.Slider(
-                        -3, 3, 0, step=0.05, label=f"#{i + 1}", visible=False, elem_id=f"slider{i}"
-                    )
-                    for i in range(core.K_MAX)
-                ]
-                reset = gr.Button("Reset the sliders", size="sm")
+                view = _view_column()
             with gr.Column(scale=1, min_width=300):
-                spectrum = gr.BarPlot(
-                    None,
-                    x="direction",
-                    y="log10 value",
-                    elem_id="spectrum",
-                    height=260,
-                    label="Spectrum: log10 of n^T A n / n^T B n (ReSeFa: its eigenvalues)",
-                )
-                npy_button = gr.Button("Export the directions (.npy, [k, d])")
-                npy_file = gr.File(label="Directions", interactive=False, elem_id="npy_file")
-                gif_button = gr.Button("Export a GIF of the edit")
-                gif_file = gr.File(label="GIF", interactive=False, elem_id="gif_file")
-        parts = dict(
-            w,
-            state=state,
-            status=status,
-            view=view,
-            outline=outline,
-            sliders=sliders,
-            spectrum=spectrum,
-            npy_file=npy_file,
-            gif_file=gif_file,
-            reset=reset,
-            npy_button=npy_button,
-            gif_button=gif_button,
-        )
-        _wire(app, page, parts)
+                export = _export_column()
+        _wire(app, page, dict(w, state=state, status=status, **view, **export))
     return page
+
+
+def _view_column() -> dict:
+    """The middle column, top to bottom: the edited image, the outline switch, sliders, reset."""
+    view = gr.Image(
+        label="Edited image (click two corners to draw a box)",
+        type="numpy",
+        interactive=False,
+        elem_id="view",
+        image_mode="RGB",
+        format="png",
+        buttons=["download"],
+        height=300,
+    )
+    outline = gr.Checkbox(True, label="Show the region outline", elem_id="outline")
+    sliders = [
+        gr.Slider(-3, 3, 0, step=0.05, label=f"#{i + 1}", visible=False, elem_id=f"slider{i}")
+        for i in range(core.K_MAX)
+    ]
+    reset = gr.Button("Reset the sliders", size="sm")
+    return dict(view=view, outline=outline, sliders=sliders, reset=reset)
+
+
+def _export_column() -> dict:
+    """The right column, top to bottom: the spectrum plot and the two exports."""
+    spectrum = gr.BarPlot(
+        None,
+        x="direction",
+        y="log10 value",
+        elem_id="spectrum",
+        height=260,
+        label="Spectrum: log10 of n^T A n / n^T B n (ReSeFa: its eigenvalues)",
+    )
+    npy_button = gr.Button("Export the directions (.npy, [k, d])")
+    npy_file = gr.File(label="Directions", interactive=False, elem_id="npy_file")
+    gif_button = gr.Button("Export a GIF of the edit")
+    gif_file = gr.File(label="GIF", interactive=False, elem_id="gif_file")
+    return dict(
+        spectrum=spectrum,
+        npy_button=npy_button,
+        npy_file=npy_file,
+        gif_button=gif_button,
+        gif_file=gif_file,
+    )
 
 
 def _controls(app: EditorApp) -> dict:
