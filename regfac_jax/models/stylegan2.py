@@ -158,6 +158,31 @@ def _sub_kwargs(config: dict, key: str, defaults: dict) -> dict:
     return {**defaults, **sub}
 
 
+def _top_sizes(config: dict) -> tuple[int, int, int]:
+    """Checks img_resolution, c_dim, z_dim, w_dim (in this order) -> (resolution, c_dim, w_dim)."""
+    res = _positive_int(config["img_resolution"], "img_resolution")
+    if res < 4 or res & (res - 1):
+        raise ValueError(
+            f"StyleGAN2 config: img_resolution must be a power of two >= 4, got {res}."
+        )
+    c_dim = _positive_int(config["c_dim"], "c_dim", allow_zero=True)
+    if _positive_int(config["z_dim"], "z_dim", allow_zero=True) + c_dim == 0:
+        raise ValueError(
+            "StyleGAN2 config: z_dim and c_dim are both 0; the mapping network would have no input."
+        )
+    return res, c_dim, _positive_int(config["w_dim"], "w_dim")
+
+
+def _conv_clamp(sk: dict) -> float | None:
+    """synthesis_kwargs' conv_clamp checked -> None or a float."""
+    clamp = sk["conv_clamp"]
+    if clamp is not None and (not isinstance(clamp, (int, float)) or clamp < 0):
+        raise ValueError(
+            f"StyleGAN2 config: conv_clamp must be None or a non-negative number, got {clamp!r}."
+        )
+    return None if clamp is None else float(clamp)
+
+
 def parse_config(config: dict) -> StyleGAN2Spec:
     """Validates official ``training.networks.Generator`` init_kwargs and derives every size.
 
@@ -173,26 +198,12 @@ def parse_config(config: dict) -> StyleGAN2Spec:
     _check_top_keys(config)
     mk = _sub_kwargs(config, "mapping_kwargs", _MAPPING_DEFAULTS)
     sk = _sub_kwargs(config, "synthesis_kwargs", _SYNTHESIS_DEFAULTS)
-    res = _positive_int(config["img_resolution"], "img_resolution")
-    if res < 4 or res & (res - 1):
-        raise ValueError(
-            f"StyleGAN2 config: img_resolution must be a power of two >= 4, got {res}."
-        )
-    c_dim = _positive_int(config["c_dim"], "c_dim", allow_zero=True)
-    if _positive_int(config["z_dim"], "z_dim", allow_zero=True) + c_dim == 0:
-        raise ValueError(
-            "StyleGAN2 config: z_dim and c_dim are both 0; the mapping network would have no input."
-        )
-    w_dim = _positive_int(config["w_dim"], "w_dim")
+    res, c_dim, w_dim = _top_sizes(config)
     _check_choices(mk, sk)
     kernel = _positive_int(sk["kernel_size"], "synthesis_kwargs.kernel_size")
     resolutions, channels = _block_channels(sk, res)
     num_layers, embed, layer = _mapping_features(mk, c_dim, w_dim)
-    clamp = sk["conv_clamp"]
-    if clamp is not None and (not isinstance(clamp, (int, float)) or clamp < 0):
-        raise ValueError(
-            f"StyleGAN2 config: conv_clamp must be None or a non-negative number, got {clamp!r}."
-        )
+    clamp = _conv_clamp(sk)
     return StyleGAN2Spec(
         z_dim=_positive_int(config["z_dim"], "z_dim", allow_zero=True),
         c_dim=c_dim,
@@ -207,7 +218,7 @@ def parse_config(config: dict) -> StyleGAN2Spec:
         has_w_avg=mk["w_avg_beta"] is not None,
         architecture=sk["architecture"],
         resample_filter=tuple(np.asarray(sk["resample_filter"], np.float64).tolist()),
-        conv_clamp=None if clamp is None else float(clamp),
+        conv_clamp=clamp,
         kernel_size=kernel,
         use_noise=bool(sk["use_noise"]),
         activation=sk["activation"],
