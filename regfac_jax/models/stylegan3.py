@@ -88,12 +88,8 @@ def looks_like_stylegan2_config(config: Mapping[str, Any]) -> bool:
     return "synthesis_kwargs" in config or "architecture" in config
 
 
-def normalize_config(config: Mapping[str, Any]) -> dict:
-    """Official StyleGAN3 ``Generator`` kwargs -> a complete dict with every default filled in.
-
-    Raises:
-      ValueError: for StyleGAN2 kwargs, missing required keys, unknown keys or invalid values.
-    """
+def _check_keys(config: Mapping[str, Any]) -> dict:
+    """Refuses StyleGAN2, missing or unknown keys (in that order) -> the given mapping_kwargs."""
     if looks_like_stylegan2_config(config):
         raise ValueError(
             f"The config has StyleGAN2 keys ('synthesis_kwargs'/'architecture'): {STYLEGAN2_HINT}."
@@ -117,12 +113,11 @@ def normalize_config(config: Mapping[str, Any]) -> dict:
             f"mapping_kwargs has unknown keys {bad_mapping}; "
             f"expected a subset of {sorted(_MAPPING_DEFAULTS)}."
         )
-    cfg = {
-        **_SYNTHESIS_DEFAULTS,
-        **_LAYER_DEFAULTS,
-        **{k: v for k, v in config.items() if k != "mapping_kwargs"},
-    }
-    cfg["mapping_kwargs"] = {**_MAPPING_DEFAULTS, **mapping}
+    return mapping
+
+
+def _check_values(cfg: dict) -> None:
+    """Refuses non-positive sizes, a negative c_dim and num_critical outside [0, num_layers)."""
     for key in ("z_dim", "w_dim", "img_resolution", "img_channels", "num_layers"):
         if int(cfg[key]) != cfg[key] or cfg[key] < 1:
             raise ValueError(f"StyleGAN3 config: {key} must be a positive int, got {cfg[key]!r}.")
@@ -133,6 +128,22 @@ def normalize_config(config: Mapping[str, Any]) -> dict:
             f"StyleGAN3 config: need 0 <= num_critical < num_layers, got {cfg['num_critical']} and "
             f"{cfg['num_layers']}."
         )
+
+
+def normalize_config(config: Mapping[str, Any]) -> dict:
+    """Official StyleGAN3 ``Generator`` kwargs -> a complete dict with every default filled in.
+
+    Raises:
+      ValueError: for StyleGAN2 kwargs, missing required keys, unknown keys or invalid values.
+    """
+    mapping = _check_keys(config)
+    cfg = {
+        **_SYNTHESIS_DEFAULTS,
+        **_LAYER_DEFAULTS,
+        **{k: v for k, v in config.items() if k != "mapping_kwargs"},
+    }
+    cfg["mapping_kwargs"] = {**_MAPPING_DEFAULTS, **mapping}
+    _check_values(cfg)
     return cfg
 
 
