@@ -437,6 +437,11 @@ class MappingNetwork(nn.Module):
         x = jnp.broadcast_to(x[:, None, :], (x.shape[0], s.num_ws, s.w_dim))
         if not s.has_w_avg:
             return x
+        return self._truncate(x, truncation_psi, truncation_cutoff)
+
+    def _truncate(self, x: jax.Array, truncation_psi, truncation_cutoff: int | None) -> jax.Array:
+        """ws [N, num_ws, w_dim] pulled towards w_avg by psi, on the layers before the cutoff."""
+        s, dtype = self.spec, x.dtype
         w_avg = self.variable(
             "buffers", "w_avg", lambda: jnp.zeros((s.w_dim,), jnp.float32)
         ).value.astype(dtype)
@@ -457,6 +462,21 @@ class SynthesisLayer(nn.Module):
     resolution: int
     up: int = 1
 
+    def _noise(self, batch: int, dtype, noise_mode: str, key) -> jax.Array | None:
+        """Scaled noise [1 or batch, R, R, 1]: stored ("const"), fresh ("random"), else None."""
+        noise_const = self.variable(
+            "buffers",
+            "noise_const",
+            lambda: _normal(self.make_rng("params"), (self.resolution,) * 2),
+        )
+        strength = self.param("noise_strength", nn.initializers.zeros, ()).astype(dtype)
+        if noise_mode == "const":
+            return noise_const.value.astype(dtype)[None, :, :, None] * strength
+        if noise_mode == "random":
+            shape = (batch, self.resolution, self.resolution, 1)
+            return jax.random.normal(key, shape, dtype) * strength
+        return None
+
     @nn.compact
     def __call__(self, x, w, noise_mode="const", key=None, modulation=DEFAULT_MODULATION, gain=1.0):
         """x [N, R/up, R/up, in], w [N, w_dim] -> [N, R, R, out]."""
@@ -470,19 +490,7 @@ class SynthesisLayer(nn.Module):
         weight = self.param("weight", _normal, (k, k, self.in_channels, self.out_channels)).astype(
             dtype
         )
-        noise = None
-        if s.use_noise:
-            noise_const = self.variable(
-                "buffers",
-                "noise_const",
-                lambda: _normal(self.make_rng("params"), (self.resolution,) * 2),
-            )
-            strength = self.param("noise_strength", nn.initializers.zeros, ()).astype(dtype)
-            if noise_mode == "const":
-                noise = noise_const.value.astype(dtype)[None, :, :, None] * strength
-            elif noise_mode == "random":
-                shape = (x.shape[0], self.resolution, self.resolution, 1)
-                noise = jax.random.normal(key, shape, dtype) * strength
+        noise = self._noise(x.shape[0], dtype, noise_mode, key) if s.use_noise else None
         bias = self.param("bias", nn.initializers.zeros, (self.out_channels,))
         x = modulated_conv2d(
             x,
@@ -549,6 +557,28 @@ class SynthesisBlock(nn.Module):
     spec: StyleGAN2Spec
     resolution: int
 
+    def _const_input(self, ws: jax.Array) -> jax.Array:
+        """The learned constant [C, 4, 4] as a batch [N, 4, 4, C] (N from ws [N, k, w_dim])."""
+        res, out_ch = self.resolution, self.spec.channels(self.resolution)
+        const = self.param("const", _normal, (out_ch, res, res)).astype(ws.dtype)
+        return jnp.broadcast_to(
+            jnp.transpose(const, (1, 2, 0))[None], (ws.shape[0], res, res, out_ch)
+        )
+
+    def _up_convs(self, x: jax.Array, ws: jax.Array, keys: list, layer_kw: dict) -> jax.Array:
+        """conv0 (2x up) then conv1 on x [N, R/2, R/2, C_in], plus the resnet shortcut if any."""
+        s, res = self.spec, self.resolution
+        in_ch, out_ch = s.channels(res // 2), s.channels(res)
+        y = SkipLayer(s, in_ch, out_ch, name="skip")(x) if s.architecture == "resnet" else None
+        x = SynthesisLayer(s, in_ch, out_ch, res, up=2, name="conv0")(
+            x, ws[:, 0], key=keys[0], **layer_kw
+        )
+        gain = math.sqrt(0.5) if y is not None else 1.0
+        x = SynthesisLayer(s, out_ch, out_ch, res, name="conv1")(
+            x, ws[:, 1], key=keys[1], gain=gain, **layer_kw
+        )
+        return y + x if y is not None else x
+
     @nn.compact
     def __call__(self, x, img, ws, noise_mode="const", key=None, modulation=DEFAULT_MODULATION):
         """x [N, R/2, R/2, C_in] or None, img [N, R/2, R/2, img_channels] or None, ws [N, k,
@@ -562,25 +592,12 @@ class SynthesisBlock(nn.Module):
         keys = [None, None] if key is None else list(jax.random.split(key, 2))
         layer_kw = dict(noise_mode=noise_mode, modulation=modulation)
         if res == 4:
-            const = self.param("const", _normal, (out_ch, res, res)).astype(dtype)
-            x = jnp.broadcast_to(
-                jnp.transpose(const, (1, 2, 0))[None], (ws.shape[0], res, res, out_ch)
-            )
+            x = self._const_input(ws)
             x = SynthesisLayer(s, out_ch, out_ch, res, name="conv1")(
                 x, ws[:, 0], key=keys[1], **layer_kw
             )
         else:
-            in_ch = s.channels(res // 2)
-            y = SkipLayer(s, in_ch, out_ch, name="skip")(x) if s.architecture == "resnet" else None
-            x = SynthesisLayer(s, in_ch, out_ch, res, up=2, name="conv0")(
-                x, ws[:, 0], key=keys[0], **layer_kw
-            )
-            gain = math.sqrt(0.5) if y is not None else 1.0
-            x = SynthesisLayer(s, out_ch, out_ch, res, name="conv1")(
-                x, ws[:, 1], key=keys[1], gain=gain, **layer_kw
-            )
-            if y is not None:
-                x = y + x
+            x = self._up_convs(x, ws, keys, layer_kw)
         if img is not None:
             img = upsample2d(img, f.value.astype(dtype))
         if s.block_has_torgb(res):
