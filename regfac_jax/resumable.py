@@ -543,6 +543,24 @@ def _compute_pending(
             raise Preempted(acc.num_done, plan.num_samples, acc.workdir)
 
 
+def _agreed_fingerprint(description: Mapping[str, Any]) -> str:
+    """The experiment's fingerprint, once every host has been checked to compute the same one."""
+    fingerprint = io_utils.fingerprint(description)
+    distributed.assert_hosts_agree(
+        fingerprint, "experiment (config, generator weights, latents or masks)"
+    )
+    return fingerprint
+
+
+def _final_grams(acc: ResumableGramAccumulator) -> np.ndarray:
+    """Checks that the hosts finished the same samples, saves, -> mean (or per-sample) Grams."""
+    distributed.assert_hosts_agree(
+        io_utils.fingerprint({"done": acc.done}), "set of finished samples"
+    )
+    acc.save()
+    return acc.per_sample_grams() if acc.per_sample else acc.mean()
+
+
 def run_resumable(
     fn,
     latents,
@@ -591,10 +609,7 @@ def run_resumable(
     start = time.monotonic()
     if description is None:
         description = describe_inputs(fn, latents, masks, options, per_sample=per_sample)
-    fingerprint = io_utils.fingerprint(description)
-    distributed.assert_hosts_agree(
-        fingerprint, "experiment (config, generator weights, latents or masks)"
-    )
+    fingerprint = _agreed_fingerprint(description)
     plan = distributed.plan_grams(fn, latents, masks, options, mesh=mesh, pad=True)
     block = 4 * plan.mesh.size if checkpoints.block_size is None else int(checkpoints.block_size)
     with (
@@ -611,9 +626,5 @@ def run_resumable(
         preemption_notice() as notice,
     ):
         _compute_pending(plan, acc, block, notice, checkpoints.callback, start)
-        distributed.assert_hosts_agree(
-            io_utils.fingerprint({"done": acc.done}), "set of finished samples"
-        )
-        acc.save()
-        grams = acc.per_sample_grams() if per_sample else acc.mean()
+        grams = _final_grams(acc)
     return distributed.split_grams(grams, plan.num_regions)
