@@ -346,6 +346,22 @@ def conv2d_resample(
     return upfirdn2d(x, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=up**2)
 
 
+def _demodulation(weight: jax.Array, styles: jax.Array) -> jax.Array:
+    """1 / L2 norm [N, O] of each output channel of weight [kh, kw, I, O] modulated by styles."""
+    # [N, kh, kw, I, O]
+    wmod = weight[None] * styles[:, None, None, :, None]
+    return lax.rsqrt(jnp.sum(jnp.square(wmod), axis=(1, 2, 3)) + 1e-8)  # [N, O]
+
+
+def _per_sample_conv(x: jax.Array, wmod: jax.Array, resample_filter, up: int, padding: int):
+    """:func:`conv2d_resample` of each x [N, H, W, I] with its own weight wmod [N, kh, kw, I, O]."""
+
+    def conv(xi, wi):  # one sample [H, W, I] with its own weight [kh, kw, I, O]
+        return conv2d_resample(xi[None], wi, resample_filter, up, padding)[0]
+
+    return jax.vmap(conv)(x, wmod)
+
+
 def modulated_conv2d(
     x: jax.Array,
     weight: jax.Array,
@@ -373,20 +389,12 @@ def modulated_conv2d(
     """
     if modulation not in MODULATIONS:
         raise ValueError(f"modulation must be one of {MODULATIONS}, got {modulation!r}.")
-    dcoefs = None
-    if demodulate:
-        # [N, kh, kw, I, O]
-        wmod = weight[None] * styles[:, None, None, :, None]
-        dcoefs = lax.rsqrt(jnp.sum(jnp.square(wmod), axis=(1, 2, 3)) + 1e-8)  # [N, O]
+    dcoefs = _demodulation(weight, styles) if demodulate else None
     if modulation == "weights":
         wmod = weight[None] * styles[:, None, None, :, None]
         if dcoefs is not None:
             wmod = wmod * dcoefs[:, None, None, None, :]
-
-        def conv(xi, wi):  # one sample [H, W, I] with its own weight [kh, kw, I, O]
-            return conv2d_resample(xi[None], wi, resample_filter, up, padding)[0]
-
-        x = jax.vmap(conv)(x, wmod)
+        x = _per_sample_conv(x, wmod, resample_filter, up, padding)
     else:
         x = conv2d_resample(x * styles[:, None, None, :], weight, resample_filter, up, padding)
         if dcoefs is not None:
