@@ -61,6 +61,23 @@ def _put_empty(tree: dict, empty: dict) -> dict:
     return tree
 
 
+def _tree_and_meta(gen) -> tuple[dict, dict]:
+    """The arrays orbax writes ({params, buffers}, empty arrays left out) and the JSON meta."""
+    empty: dict = {}
+    tree = {
+        "params": _split_empty(gen.params, "params", empty),
+        "buffers": _split_empty(gen.buffers, "buffers", empty),
+    }
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": gen.kind,
+        "config": gen.config,
+        "empty_arrays": empty,
+    }
+    return tree, meta
+
+
 def save_generator(gen, directory: str | os.PathLike, overwrite: bool = False) -> pathlib.Path:
     """Writes ``gen`` (kind, config, params, buffers) to ``directory`` atomically.
 
@@ -80,18 +97,7 @@ def save_generator(gen, directory: str | os.PathLike, overwrite: bool = False) -
         raise FileExistsError(
             f"{dest} already exists; pass overwrite=True (CLI: --overwrite) to replace it."
         )
-    empty: dict = {}
-    tree = {
-        "params": _split_empty(gen.params, "params", empty),
-        "buffers": _split_empty(gen.buffers, "buffers", empty),
-    }
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "kind": gen.kind,
-        "config": gen.config,
-        "empty_arrays": empty,
-    }
+    tree, meta = _tree_and_meta(gen)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:

@@ -156,6 +156,23 @@ def _whitened_eigh(A, B, delta, b_orthonormal: bool):
     return evals, V.T
 
 
+def _batched_whitened_eigh(A, B, delta, b_orthonormal: bool):
+    """:func:`_whitened_eigh` over the batch axes of A, B [..., d, d]; refuses a NaN result."""
+
+    def fn(a, b, dl):  # one [d, d] pair; vmapped below over every leading batch axis
+        return _whitened_eigh(a, b, dl, b_orthonormal)
+
+    for _ in range(A.ndim - 2):
+        fn = jax.vmap(fn)
+    evals, dirs = fn(A, B, delta)
+    if _is_concrete(evals) and not bool(jnp.all(jnp.isfinite(evals))):
+        raise FloatingPointError(
+            "The eigen-solve produced NaN: A or B holds non-finite values, or B + delta I is "
+            "not positive definite (use regularization='auto' or a larger tau)."
+        )
+    return evals, dirs
+
+
 Method = Literal["whiten", "official", "official_full_rank"]
 METHODS = ("whiten", "official", "official_full_rank")
 
@@ -217,17 +234,7 @@ def generalized_eigh(
     if _is_concrete(B):
         _warn_if_singular(B, delta)
 
-    def fn(a, b, dl):  # one [d, d] pair; vmapped below over every leading batch axis
-        return _whitened_eigh(a, b, dl, b_orthonormal)
-
-    for _ in range(A.ndim - 2):
-        fn = jax.vmap(fn)
-    evals, dirs = fn(A, B, delta)
-    if _is_concrete(evals) and not bool(jnp.all(jnp.isfinite(evals))):
-        raise FloatingPointError(
-            "The eigen-solve produced NaN: A or B holds non-finite values, or B + delta I is "
-            "not positive definite (use regularization='auto' or a larger tau)."
-        )
+    evals, dirs = _batched_whitened_eigh(A, B, delta, b_orthonormal)
     if k is not None:
         evals, dirs = evals[..., :k], dirs[..., :k, :]
     return evals, dirs

@@ -591,6 +591,17 @@ def _optimise(gen, s: _Settings, prob: _Problem, opt, num_steps: int, progress):
     return state[0]
 
 
+def _check_invert_args(space: str, config) -> None:
+    """Refuses an unknown space, then a config that is not an :class:`InversionConfig`."""
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}.")
+    if not isinstance(config, InversionConfig):
+        raise TypeError(
+            f"config must be an InversionConfig (got {type(config).__name__}); build one with "
+            "InversionConfig(num_steps=..., ...) or InversionConfig.from_config(settings)."
+        )
+
+
 def invert(
     gen,
     images,
@@ -619,13 +630,7 @@ def invert(
     Returns:
       :class:`InversionResult`.
     """
-    if space not in SPACES:
-        raise ValueError(f"space must be one of {SPACES}, got {space!r}.")
-    if not isinstance(config, InversionConfig):
-        raise TypeError(
-            f"config must be an InversionConfig (got {type(config).__name__}); build one with "
-            "InversionConfig(num_steps=..., ...) or InversionConfig.from_config(settings)."
-        )
+    _check_invert_args(space, config)
     prob, opt = _problem(gen, images, config, space, lpips, seed)
     s = _Settings.of(config, lpips is not None)
     opt = _optimise(gen, s, prob, opt, config.num_steps, progress)
@@ -721,6 +726,25 @@ def _read_array(path: pathlib.Path, notes: list[str]) -> np.ndarray:
     return np.asarray(img.convert("RGB"), np.float32) / 255.0
 
 
+def _alpha_dropped(alpha: np.ndarray) -> str:
+    """The note for dropping alpha [H, W, 1], warning when some pixels are transparent."""
+    opaque = bool(np.all(alpha >= 1.0))
+    return "alpha channel dropped" + (
+        "" if opaque else " (the image has transparent pixels: their colour is used as it is)"
+    )
+
+
+def _rgba(colour: np.ndarray, alpha: np.ndarray | None, notes: list[str]) -> np.ndarray:
+    """Colour [H, W, 1 or 3], alpha [H, W, 1] (None: opaque) -> [H, W, 4], noting fill-ins."""
+    if colour.shape[-1] == 1:
+        colour = np.repeat(colour, 3, axis=-1)
+        notes.append("grayscale repeated to RGB")
+    if alpha is None:
+        notes.append("no alpha channel: made opaque")
+        alpha = np.ones_like(colour[..., :1])
+    return np.concatenate([colour, alpha], axis=-1)
+
+
 def _fit_channels(a: np.ndarray, channels: int, notes: list[str]) -> np.ndarray:
     """``[H, W, c]`` in [0, 1] -> ``[H, W, channels]``, noting what was dropped or made up."""
     c = a.shape[-1]
@@ -728,15 +752,7 @@ def _fit_channels(a: np.ndarray, channels: int, notes: list[str]) -> np.ndarray:
         return a
     colour, alpha = (a[..., :-1], a[..., -1:]) if c in (2, 4) else (a, None)
     if alpha is not None and channels in (1, 3):
-        opaque = bool(np.all(alpha >= 1.0))
-        notes.append(
-            "alpha channel dropped"
-            + (
-                ""
-                if opaque
-                else " (the image has transparent pixels: their colour is used as it is)"
-            )
-        )
+        notes.append(_alpha_dropped(alpha))
     if channels == 1:
         if colour.shape[-1] == 3:
             notes.append("RGB converted to grayscale (the generator has 1 channel)")
@@ -748,13 +764,7 @@ def _fit_channels(a: np.ndarray, channels: int, notes: list[str]) -> np.ndarray:
             colour = np.repeat(colour, 3, axis=-1)
         return colour
     if channels == 4:
-        if colour.shape[-1] == 1:
-            colour = np.repeat(colour, 3, axis=-1)
-            notes.append("grayscale repeated to RGB")
-        if alpha is None:
-            notes.append("no alpha channel: made opaque")
-            alpha = np.ones_like(colour[..., :1])
-        return np.concatenate([colour, alpha], axis=-1)
+        return _rgba(colour, alpha, notes)
     raise ValueError(f"the generator has {channels} channels; image files give 1, 3 or 4")
 
 

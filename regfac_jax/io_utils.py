@@ -234,6 +234,16 @@ def tree_digest(tree) -> str:
     return h.hexdigest()
 
 
+def _canonical_mapping(value, path: str) -> dict:
+    """:func:`canonical` of a mapping: string keys (refused if two collide), values walked."""
+    keys = [str(k) for k in value]
+    if len(set(keys)) != len(keys):
+        raise TypeError(
+            f"fingerprint: keys of {path or 'the description'} collide when turned into strings."
+        )
+    return {str(k): canonical(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+
+
 def canonical(value, path: str = ""):
     """A JSON-able stand-in for ``value`` that changes whenever its content does.
 
@@ -257,13 +267,7 @@ def canonical(value, path: str = ""):
         arr = np.asarray(value)
         return {"__array__": [str(arr.dtype), list(arr.shape), array_digest(arr)]}
     if isinstance(value, dict) or hasattr(value, "items"):
-        keys = [str(k) for k in value]
-        if len(set(keys)) != len(keys):
-            raise TypeError(
-                f"fingerprint: keys of {path or 'the description'} collide when turned "
-                "into strings."
-            )
-        return {str(k): canonical(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return _canonical_mapping(value, path)
     if isinstance(value, (list, tuple)):
         return [canonical(v, f"{path}[{i}]") for i, v in enumerate(value)]
     if hasattr(value, "to_dict"):  # ml_collections.ConfigDict and friends
@@ -365,34 +369,24 @@ class Workdir:
             self.release()
 
 
-def _lock(workdir: pathlib.Path) -> int:
-    """Takes ``workdir/run.lock`` (fcntl.flock, exclusive, non-blocking) and writes the holder into
-    it."""
-    import fcntl
+def _in_use(workdir: pathlib.Path) -> WorkdirConflict:
+    """The refusal for a locked ``workdir``, naming the holder its lock file records."""
+    try:
+        holder = json.loads((workdir / LOCK_FILE).read_text() or "{}")
+    except (OSError, ValueError):
+        holder = {}
+    return WorkdirConflict(
+        f"{workdir} is in use by another run (pid {holder.get('pid', '?')} on host "
+        f"{holder.get('host', '?')}, "
+        f"started {holder.get('started', '?')}). Wait for it to finish, or use another "
+        "--workdir."
+    )
+
+
+def _write_holder(fd: int) -> None:
+    """Replaces the lock file's content with this process's pid, host and start time."""
     import socket
 
-    fd = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        try:
-            holder = json.loads((workdir / LOCK_FILE).read_text() or "{}")
-        except (OSError, ValueError):
-            holder = {}
-        raise WorkdirConflict(
-            f"{workdir} is in use by another run (pid {holder.get('pid', '?')} on host "
-            f"{holder.get('host', '?')}, "
-            f"started {holder.get('started', '?')}). Wait for it to finish, or use another "
-            "--workdir."
-        ) from None
-    except OSError as err:  # e.g. a FUSE or network file system without flock: run, but say so
-        logging.getLogger(__name__).warning(
-            "%s: cannot take the advisory lock (%s); running without it, so make "
-            "sure no other run uses this directory.",
-            workdir,
-            err,
-        )
     os.ftruncate(fd, 0)  # in place: replacing the file would leave the lock on an orphaned inode
     os.pwrite(
         fd,
@@ -405,6 +399,27 @@ def _lock(workdir: pathlib.Path) -> int:
         ).encode(),
         0,
     )
+
+
+def _lock(workdir: pathlib.Path) -> int:
+    """Takes ``workdir/run.lock`` (fcntl.flock, exclusive, non-blocking) and writes the holder into
+    it."""
+    import fcntl
+
+    fd = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise _in_use(workdir) from None
+    except OSError as err:  # e.g. a FUSE or network file system without flock: run, but say so
+        logging.getLogger(__name__).warning(
+            "%s: cannot take the advisory lock (%s); running without it, so make "
+            "sure no other run uses this directory.",
+            workdir,
+            err,
+        )
+    _write_holder(fd)
     return fd
 
 

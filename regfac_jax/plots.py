@@ -108,6 +108,38 @@ def _outline_tiles(ax, mask: np.ndarray, rows: int, cols: int, scale: int, pad: 
             )
 
 
+def _tiled(imgs: np.ndarray, scale: int, pad: int) -> np.ndarray:
+    """uint8 tiles [rows, cols, H, W, C] -> one image [H', W', 3], or [H', W'] for grey tiles."""
+    grid = image_grid(imgs, scale=scale, pad=pad)
+    return grid[..., 0] if grid.shape[-1] == 1 else grid
+
+
+def _check_labels(
+    rows: int, cols: int, row_labels: Sequence[str], col_labels: Sequence[str]
+) -> None:
+    """Refuses label lists whose lengths differ from the grid's rows and columns."""
+    if len(row_labels) != rows or len(col_labels) != cols:
+        raise ValueError(
+            f"{rows}x{cols} images need {rows} row and {cols} column labels; got {len(row_labels)} "
+            f"and {len(col_labels)}."
+        )
+
+
+def _label_tiles(
+    ax, row_labels: Sequence[str], col_labels: Sequence[str], tile: tuple[int, int], pad: int
+) -> None:
+    """Puts each label as a tick at the centre of its row or column of tiles (tile: [h, w])."""
+    tile_h, tile_w = tile
+    ax.set_xticks(
+        [pad + c * (tile_w + pad) + tile_w / 2 - 0.5 for c in range(len(col_labels))],
+        list(col_labels),
+    )
+    ax.set_yticks(
+        [pad + r * (tile_h + pad) + tile_h / 2 - 0.5 for r in range(len(row_labels))],
+        list(row_labels),
+    )
+
+
 def labelled_grid(
     images,
     row_labels: Sequence[str],
@@ -138,26 +170,14 @@ def labelled_grid(
     """
     imgs = _as_uint8(images, value_range)
     rows, cols, h, w, _ = imgs.shape
-    if len(row_labels) != rows or len(col_labels) != cols:
-        raise ValueError(
-            f"{rows}x{cols} images need {rows} row and {cols} column labels; got {len(row_labels)} "
-            f"and {len(col_labels)}."
-        )
+    _check_labels(rows, cols, row_labels, col_labels)
     scale = auto_scale(h) if scale is None else int(scale)
-    grid = image_grid(imgs, scale=scale, pad=pad)
-    if grid.shape[-1] == 1:
-        grid = grid[..., 0]
+    grid = _tiled(imgs, scale, pad)
     left = 16 + 7 * max(len(s) for s in row_labels) + (18 if ylabel else 0)
     fig, ax = _grid_axes(
         grid, left, top=22 + (22 if title else 0), bottom=8 + (22 if xlabel else 0)
     )
-    tile_h, tile_w = h * scale, w * scale
-    ax.set_xticks(
-        [pad + c * (tile_w + pad) + tile_w / 2 - 0.5 for c in range(cols)], list(col_labels)
-    )
-    ax.set_yticks(
-        [pad + r * (tile_h + pad) + tile_h / 2 - 0.5 for r in range(rows)], list(row_labels)
-    )
+    _label_tiles(ax, row_labels, col_labels, (h * scale, w * scale), pad)
     _label(fig, ax, title, xlabel, ylabel)
     if outline is not None:
         _outline_tiles(ax, np.asarray(outline), rows, cols, scale, pad)

@@ -174,7 +174,20 @@ class ResumableGramAccumulator:
         self.per_sample = bool(per_sample)
         self.dtype = np.dtype(dtype)
         self.save_interval_secs = float(checkpoints.save_interval_secs)
-        self._meta = {
+        self._meta = self._meta_record(description)
+        self._clock = clock
+        self._zero_state()
+        self.saved_step: int | None = None
+        self.restored_step: int | None = None
+        self._mgr = (
+            self._open_manager(int(checkpoints.max_to_keep)) if jax.process_index() == 0 else None
+        )
+        self._restore()
+        self._last_save = clock()
+
+    def _meta_record(self, description: Mapping[str, Any] | None) -> dict:
+        """The JSON record stored beside each checkpoint, which a resume must match."""
+        return {
             "format": FORMAT_VERSION,
             "fingerprint": self.fingerprint,
             "num_samples": self.num_samples,
@@ -183,19 +196,14 @@ class ResumableGramAccumulator:
             "dtype": self.dtype.name,
             "description": None if description is None else io_utils.canonical(description),
         }
-        self._clock = clock
+
+    def _zero_state(self) -> None:
+        """Starts the sums [2R, d, d], done flags [N] and per-sample Grams [N, 2R, d, d] at zero."""
         self.sums = np.zeros(self.gram_shape, np.float64)
         self.done = np.zeros(self.num_samples, bool)
         self.grams = (
             np.zeros((self.num_samples,) + self.gram_shape, self.dtype) if self.per_sample else None
         )
-        self.saved_step: int | None = None
-        self.restored_step: int | None = None
-        self._mgr = (
-            self._open_manager(int(checkpoints.max_to_keep)) if jax.process_index() == 0 else None
-        )
-        self._restore()
-        self._last_save = clock()
 
     # ---- checkpoint I/O (process 0 only) ---------------------------------------------------------
     def _open_manager(self, max_to_keep: int):
@@ -500,6 +508,11 @@ def describe_inputs(
     return out
 
 
+def _progress(acc: ResumableGramAccumulator, total: int, computed: int, start: float) -> Progress:
+    """Where ``acc`` stands, after ``computed`` samples this run, begun at ``start`` (monotonic)."""
+    return Progress(acc.num_done, total, computed, acc.saved_step, time.monotonic() - start)
+
+
 def _compute_pending(
     plan: distributed.GramPlan,
     acc: ResumableGramAccumulator,
@@ -525,17 +538,27 @@ def _compute_pending(
         else:
             acc.maybe_save()
         if callback is not None:
-            callback(
-                Progress(
-                    acc.num_done,
-                    plan.num_samples,
-                    computed,
-                    acc.saved_step,
-                    time.monotonic() - start,
-                )
-            )
+            callback(_progress(acc, plan.num_samples, computed, start))
         if preempted and not acc.finished:
             raise Preempted(acc.num_done, plan.num_samples, acc.workdir)
+
+
+def _agreed_fingerprint(description: Mapping[str, Any]) -> str:
+    """The experiment's fingerprint, once every host has been checked to compute the same one."""
+    fingerprint = io_utils.fingerprint(description)
+    distributed.assert_hosts_agree(
+        fingerprint, "experiment (config, generator weights, latents or masks)"
+    )
+    return fingerprint
+
+
+def _final_grams(acc: ResumableGramAccumulator) -> np.ndarray:
+    """Checks that the hosts finished the same samples, saves, -> mean (or per-sample) Grams."""
+    distributed.assert_hosts_agree(
+        io_utils.fingerprint({"done": acc.done}), "set of finished samples"
+    )
+    acc.save()
+    return acc.per_sample_grams() if acc.per_sample else acc.mean()
 
 
 def run_resumable(
@@ -586,10 +609,7 @@ def run_resumable(
     start = time.monotonic()
     if description is None:
         description = describe_inputs(fn, latents, masks, options, per_sample=per_sample)
-    fingerprint = io_utils.fingerprint(description)
-    distributed.assert_hosts_agree(
-        fingerprint, "experiment (config, generator weights, latents or masks)"
-    )
+    fingerprint = _agreed_fingerprint(description)
     plan = distributed.plan_grams(fn, latents, masks, options, mesh=mesh, pad=True)
     block = 4 * plan.mesh.size if checkpoints.block_size is None else int(checkpoints.block_size)
     with (
@@ -606,9 +626,5 @@ def run_resumable(
         preemption_notice() as notice,
     ):
         _compute_pending(plan, acc, block, notice, checkpoints.callback, start)
-        distributed.assert_hosts_agree(
-            io_utils.fingerprint({"done": acc.done}), "set of finished samples"
-        )
-        acc.save()
-        grams = acc.per_sample_grams() if per_sample else acc.mean()
+        grams = _final_grams(acc)
     return distributed.split_grams(grams, plan.num_regions)

@@ -80,6 +80,8 @@ DEFAULT_CONFIG = {
     "n_stats": 51,
 }
 REDUCTION = 4  # a block's bottleneck width is in_channels // 4
+# config keys that must be positive integers
+_SIZE_KEYS = ("output_dim", "z_dim", "class_embed_dim", "channel_width", "num_classes", "n_stats")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,14 +102,18 @@ def check_config(config: dict) -> dict:
             f"Unknown BigGAN config keys {unknown}; expected a subset of {sorted(DEFAULT_CONFIG)}."
         )
     cfg = {**DEFAULT_CONFIG, **config}
-    for key in (
-        "output_dim",
-        "z_dim",
-        "class_embed_dim",
-        "channel_width",
-        "num_classes",
-        "n_stats",
-    ):
+    _check_sizes(cfg)
+    cfg["eps"] = float(cfg["eps"])
+    cfg["attention_layer_position"] = int(cfg["attention_layer_position"])
+    cfg["layers"] = _check_layers(cfg["layers"], cfg["channel_width"])
+    _check_attention(cfg)
+    _check_output_dim(cfg)
+    return cfg
+
+
+def _check_sizes(cfg: dict) -> None:
+    """Refuses non-positive integer sizes and n_stats < 2; turns the sizes into ints in place."""
+    for key in _SIZE_KEYS:
         if (
             not isinstance(cfg[key], (int, np.integer))
             or isinstance(cfg[key], bool)
@@ -120,17 +126,39 @@ def check_config(config: dict) -> dict:
             "BigGAN config 'n_stats' must be >= 2 (rows for truncation 0 and 1), got "
             f"{cfg['n_stats']}."
         )
-    cfg["eps"] = float(cfg["eps"])
-    cfg["attention_layer_position"] = int(cfg["attention_layer_position"])
-    cfg["layers"] = _check_layers(cfg["layers"], cfg["channel_width"])
-    _check_attention(cfg)
+
+
+def _check_output_dim(cfg: dict) -> None:
+    """Refuses an output_dim other than the 4 px start doubled by each up-sampling layer."""
     expected = 4 * 2 ** sum(up for up, _, _ in cfg["layers"])
     if cfg["output_dim"] != expected:
         raise ValueError(
             f"BigGAN config says output_dim={cfg['output_dim']}, but its layers up-sample 4 px to "
             f"{expected} px; fix output_dim or the layers list."
         )
-    return cfg
+
+
+def _check_layer(i: int, row, prev: int, ch: int) -> list:
+    """Row i of the layers list, fed ``prev`` * ch channels -> [up_sample, in_mult, out_mult]."""
+    if len(row) != 3:
+        raise ValueError(
+            f"BigGAN config layers[{i}] must be [up_sample, in_mult, out_mult], got {row!r}."
+        )
+    up, cin, cout = bool(row[0]), int(row[1]), int(row[2])
+    if cin != prev:
+        raise ValueError(
+            f"BigGAN config layers[{i}] takes {cin} * channel_width channels but "
+            f"the previous stage gives {prev} * channel_width (gen_z gives 16)."
+        )
+    if cin != cout and cin != 2 * cout:
+        raise ValueError(
+            f"BigGAN config layers[{i}]: a block keeps or halves its channels, got {cin} -> {cout}."
+        )
+    if (ch * cin) % REDUCTION:
+        raise ValueError(
+            f"BigGAN config layers[{i}]: {ch * cin} channels are not divisible by {REDUCTION}."
+        )
+    return [up, cin, cout]
 
 
 def _check_layers(layers, ch: int) -> list:
@@ -141,27 +169,8 @@ def _check_layers(layers, ch: int) -> list:
         )
     out, prev = [], 16
     for i, row in enumerate(layers):
-        if len(row) != 3:
-            raise ValueError(
-                f"BigGAN config layers[{i}] must be [up_sample, in_mult, out_mult], got {row!r}."
-            )
-        up, cin, cout = bool(row[0]), int(row[1]), int(row[2])
-        if cin != prev:
-            raise ValueError(
-                f"BigGAN config layers[{i}] takes {cin} * channel_width channels but "
-                f"the previous stage gives {prev} * channel_width (gen_z gives 16)."
-            )
-        if cin != cout and cin != 2 * cout:
-            raise ValueError(
-                f"BigGAN config layers[{i}]: a block keeps or halves its channels, "
-                f"got {cin} -> {cout}."
-            )
-        if (ch * cin) % REDUCTION:
-            raise ValueError(
-                f"BigGAN config layers[{i}]: {ch * cin} channels are not divisible by {REDUCTION}."
-            )
-        out.append([up, cin, cout])
-        prev = cout
+        out.append(_check_layer(i, row, prev, ch))
+        prev = out[-1][2]
     if prev != 1:
         raise ValueError(
             "BigGAN config: the last layer must end at 1 * channel_width channels "

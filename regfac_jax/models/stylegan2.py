@@ -158,6 +158,31 @@ def _sub_kwargs(config: dict, key: str, defaults: dict) -> dict:
     return {**defaults, **sub}
 
 
+def _top_sizes(config: dict) -> tuple[int, int, int]:
+    """Checks img_resolution, c_dim, z_dim, w_dim (in this order) -> (resolution, c_dim, w_dim)."""
+    res = _positive_int(config["img_resolution"], "img_resolution")
+    if res < 4 or res & (res - 1):
+        raise ValueError(
+            f"StyleGAN2 config: img_resolution must be a power of two >= 4, got {res}."
+        )
+    c_dim = _positive_int(config["c_dim"], "c_dim", allow_zero=True)
+    if _positive_int(config["z_dim"], "z_dim", allow_zero=True) + c_dim == 0:
+        raise ValueError(
+            "StyleGAN2 config: z_dim and c_dim are both 0; the mapping network would have no input."
+        )
+    return res, c_dim, _positive_int(config["w_dim"], "w_dim")
+
+
+def _conv_clamp(sk: dict) -> float | None:
+    """synthesis_kwargs' conv_clamp checked -> None or a float."""
+    clamp = sk["conv_clamp"]
+    if clamp is not None and (not isinstance(clamp, (int, float)) or clamp < 0):
+        raise ValueError(
+            f"StyleGAN2 config: conv_clamp must be None or a non-negative number, got {clamp!r}."
+        )
+    return None if clamp is None else float(clamp)
+
+
 def parse_config(config: dict) -> StyleGAN2Spec:
     """Validates official ``training.networks.Generator`` init_kwargs and derives every size.
 
@@ -173,26 +198,12 @@ def parse_config(config: dict) -> StyleGAN2Spec:
     _check_top_keys(config)
     mk = _sub_kwargs(config, "mapping_kwargs", _MAPPING_DEFAULTS)
     sk = _sub_kwargs(config, "synthesis_kwargs", _SYNTHESIS_DEFAULTS)
-    res = _positive_int(config["img_resolution"], "img_resolution")
-    if res < 4 or res & (res - 1):
-        raise ValueError(
-            f"StyleGAN2 config: img_resolution must be a power of two >= 4, got {res}."
-        )
-    c_dim = _positive_int(config["c_dim"], "c_dim", allow_zero=True)
-    if _positive_int(config["z_dim"], "z_dim", allow_zero=True) + c_dim == 0:
-        raise ValueError(
-            "StyleGAN2 config: z_dim and c_dim are both 0; the mapping network would have no input."
-        )
-    w_dim = _positive_int(config["w_dim"], "w_dim")
+    res, c_dim, w_dim = _top_sizes(config)
     _check_choices(mk, sk)
     kernel = _positive_int(sk["kernel_size"], "synthesis_kwargs.kernel_size")
     resolutions, channels = _block_channels(sk, res)
     num_layers, embed, layer = _mapping_features(mk, c_dim, w_dim)
-    clamp = sk["conv_clamp"]
-    if clamp is not None and (not isinstance(clamp, (int, float)) or clamp < 0):
-        raise ValueError(
-            f"StyleGAN2 config: conv_clamp must be None or a non-negative number, got {clamp!r}."
-        )
+    clamp = _conv_clamp(sk)
     return StyleGAN2Spec(
         z_dim=_positive_int(config["z_dim"], "z_dim", allow_zero=True),
         c_dim=c_dim,
@@ -207,7 +218,7 @@ def parse_config(config: dict) -> StyleGAN2Spec:
         has_w_avg=mk["w_avg_beta"] is not None,
         architecture=sk["architecture"],
         resample_filter=tuple(np.asarray(sk["resample_filter"], np.float64).tolist()),
-        conv_clamp=None if clamp is None else float(clamp),
+        conv_clamp=clamp,
         kernel_size=kernel,
         use_noise=bool(sk["use_noise"]),
         activation=sk["activation"],
@@ -335,6 +346,22 @@ def conv2d_resample(
     return upfirdn2d(x, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=up**2)
 
 
+def _demodulation(weight: jax.Array, styles: jax.Array) -> jax.Array:
+    """1 / L2 norm [N, O] of each output channel of weight [kh, kw, I, O] modulated by styles."""
+    # [N, kh, kw, I, O]
+    wmod = weight[None] * styles[:, None, None, :, None]
+    return lax.rsqrt(jnp.sum(jnp.square(wmod), axis=(1, 2, 3)) + 1e-8)  # [N, O]
+
+
+def _per_sample_conv(x: jax.Array, wmod: jax.Array, resample_filter, up: int, padding: int):
+    """:func:`conv2d_resample` of each x [N, H, W, I] with its own weight wmod [N, kh, kw, I, O]."""
+
+    def conv(xi, wi):  # one sample [H, W, I] with its own weight [kh, kw, I, O]
+        return conv2d_resample(xi[None], wi, resample_filter, up, padding)[0]
+
+    return jax.vmap(conv)(x, wmod)
+
+
 def modulated_conv2d(
     x: jax.Array,
     weight: jax.Array,
@@ -362,20 +389,12 @@ def modulated_conv2d(
     """
     if modulation not in MODULATIONS:
         raise ValueError(f"modulation must be one of {MODULATIONS}, got {modulation!r}.")
-    dcoefs = None
-    if demodulate:
-        # [N, kh, kw, I, O]
-        wmod = weight[None] * styles[:, None, None, :, None]
-        dcoefs = lax.rsqrt(jnp.sum(jnp.square(wmod), axis=(1, 2, 3)) + 1e-8)  # [N, O]
+    dcoefs = _demodulation(weight, styles) if demodulate else None
     if modulation == "weights":
         wmod = weight[None] * styles[:, None, None, :, None]
         if dcoefs is not None:
             wmod = wmod * dcoefs[:, None, None, None, :]
-
-        def conv(xi, wi):  # one sample [H, W, I] with its own weight [kh, kw, I, O]
-            return conv2d_resample(xi[None], wi, resample_filter, up, padding)[0]
-
-        x = jax.vmap(conv)(x, wmod)
+        x = _per_sample_conv(x, wmod, resample_filter, up, padding)
     else:
         x = conv2d_resample(x * styles[:, None, None, :], weight, resample_filter, up, padding)
         if dcoefs is not None:
@@ -426,6 +445,11 @@ class MappingNetwork(nn.Module):
         x = jnp.broadcast_to(x[:, None, :], (x.shape[0], s.num_ws, s.w_dim))
         if not s.has_w_avg:
             return x
+        return self._truncate(x, truncation_psi, truncation_cutoff)
+
+    def _truncate(self, x: jax.Array, truncation_psi, truncation_cutoff: int | None) -> jax.Array:
+        """ws [N, num_ws, w_dim] pulled towards w_avg by psi, on the layers before the cutoff."""
+        s, dtype = self.spec, x.dtype
         w_avg = self.variable(
             "buffers", "w_avg", lambda: jnp.zeros((s.w_dim,), jnp.float32)
         ).value.astype(dtype)
@@ -446,6 +470,21 @@ class SynthesisLayer(nn.Module):
     resolution: int
     up: int = 1
 
+    def _noise(self, batch: int, dtype, noise_mode: str, key) -> jax.Array | None:
+        """Scaled noise [1 or batch, R, R, 1]: stored ("const"), fresh ("random"), else None."""
+        noise_const = self.variable(
+            "buffers",
+            "noise_const",
+            lambda: _normal(self.make_rng("params"), (self.resolution,) * 2),
+        )
+        strength = self.param("noise_strength", nn.initializers.zeros, ()).astype(dtype)
+        if noise_mode == "const":
+            return noise_const.value.astype(dtype)[None, :, :, None] * strength
+        if noise_mode == "random":
+            shape = (batch, self.resolution, self.resolution, 1)
+            return jax.random.normal(key, shape, dtype) * strength
+        return None
+
     @nn.compact
     def __call__(self, x, w, noise_mode="const", key=None, modulation=DEFAULT_MODULATION, gain=1.0):
         """x [N, R/up, R/up, in], w [N, w_dim] -> [N, R, R, out]."""
@@ -459,19 +498,7 @@ class SynthesisLayer(nn.Module):
         weight = self.param("weight", _normal, (k, k, self.in_channels, self.out_channels)).astype(
             dtype
         )
-        noise = None
-        if s.use_noise:
-            noise_const = self.variable(
-                "buffers",
-                "noise_const",
-                lambda: _normal(self.make_rng("params"), (self.resolution,) * 2),
-            )
-            strength = self.param("noise_strength", nn.initializers.zeros, ()).astype(dtype)
-            if noise_mode == "const":
-                noise = noise_const.value.astype(dtype)[None, :, :, None] * strength
-            elif noise_mode == "random":
-                shape = (x.shape[0], self.resolution, self.resolution, 1)
-                noise = jax.random.normal(key, shape, dtype) * strength
+        noise = self._noise(x.shape[0], dtype, noise_mode, key) if s.use_noise else None
         bias = self.param("bias", nn.initializers.zeros, (self.out_channels,))
         x = modulated_conv2d(
             x,
@@ -538,6 +565,28 @@ class SynthesisBlock(nn.Module):
     spec: StyleGAN2Spec
     resolution: int
 
+    def _const_input(self, ws: jax.Array) -> jax.Array:
+        """The learned constant [C, 4, 4] as a batch [N, 4, 4, C] (N from ws [N, k, w_dim])."""
+        res, out_ch = self.resolution, self.spec.channels(self.resolution)
+        const = self.param("const", _normal, (out_ch, res, res)).astype(ws.dtype)
+        return jnp.broadcast_to(
+            jnp.transpose(const, (1, 2, 0))[None], (ws.shape[0], res, res, out_ch)
+        )
+
+    def _up_convs(self, x: jax.Array, ws: jax.Array, keys: list, layer_kw: dict) -> jax.Array:
+        """conv0 (2x up) then conv1 on x [N, R/2, R/2, C_in], plus the resnet shortcut if any."""
+        s, res = self.spec, self.resolution
+        in_ch, out_ch = s.channels(res // 2), s.channels(res)
+        y = SkipLayer(s, in_ch, out_ch, name="skip")(x) if s.architecture == "resnet" else None
+        x = SynthesisLayer(s, in_ch, out_ch, res, up=2, name="conv0")(
+            x, ws[:, 0], key=keys[0], **layer_kw
+        )
+        gain = math.sqrt(0.5) if y is not None else 1.0
+        x = SynthesisLayer(s, out_ch, out_ch, res, name="conv1")(
+            x, ws[:, 1], key=keys[1], gain=gain, **layer_kw
+        )
+        return y + x if y is not None else x
+
     @nn.compact
     def __call__(self, x, img, ws, noise_mode="const", key=None, modulation=DEFAULT_MODULATION):
         """x [N, R/2, R/2, C_in] or None, img [N, R/2, R/2, img_channels] or None, ws [N, k,
@@ -551,25 +600,12 @@ class SynthesisBlock(nn.Module):
         keys = [None, None] if key is None else list(jax.random.split(key, 2))
         layer_kw = dict(noise_mode=noise_mode, modulation=modulation)
         if res == 4:
-            const = self.param("const", _normal, (out_ch, res, res)).astype(dtype)
-            x = jnp.broadcast_to(
-                jnp.transpose(const, (1, 2, 0))[None], (ws.shape[0], res, res, out_ch)
-            )
+            x = self._const_input(ws)
             x = SynthesisLayer(s, out_ch, out_ch, res, name="conv1")(
                 x, ws[:, 0], key=keys[1], **layer_kw
             )
         else:
-            in_ch = s.channels(res // 2)
-            y = SkipLayer(s, in_ch, out_ch, name="skip")(x) if s.architecture == "resnet" else None
-            x = SynthesisLayer(s, in_ch, out_ch, res, up=2, name="conv0")(
-                x, ws[:, 0], key=keys[0], **layer_kw
-            )
-            gain = math.sqrt(0.5) if y is not None else 1.0
-            x = SynthesisLayer(s, out_ch, out_ch, res, name="conv1")(
-                x, ws[:, 1], key=keys[1], gain=gain, **layer_kw
-            )
-            if y is not None:
-                x = y + x
+            x = self._up_convs(x, ws, keys, layer_kw)
         if img is not None:
             img = upsample2d(img, f.value.astype(dtype))
         if s.block_has_torgb(res):

@@ -88,12 +88,8 @@ def looks_like_stylegan2_config(config: Mapping[str, Any]) -> bool:
     return "synthesis_kwargs" in config or "architecture" in config
 
 
-def normalize_config(config: Mapping[str, Any]) -> dict:
-    """Official StyleGAN3 ``Generator`` kwargs -> a complete dict with every default filled in.
-
-    Raises:
-      ValueError: for StyleGAN2 kwargs, missing required keys, unknown keys or invalid values.
-    """
+def _check_keys(config: Mapping[str, Any]) -> dict:
+    """Refuses StyleGAN2, missing or unknown keys (in that order) -> the given mapping_kwargs."""
     if looks_like_stylegan2_config(config):
         raise ValueError(
             f"The config has StyleGAN2 keys ('synthesis_kwargs'/'architecture'): {STYLEGAN2_HINT}."
@@ -117,12 +113,11 @@ def normalize_config(config: Mapping[str, Any]) -> dict:
             f"mapping_kwargs has unknown keys {bad_mapping}; "
             f"expected a subset of {sorted(_MAPPING_DEFAULTS)}."
         )
-    cfg = {
-        **_SYNTHESIS_DEFAULTS,
-        **_LAYER_DEFAULTS,
-        **{k: v for k, v in config.items() if k != "mapping_kwargs"},
-    }
-    cfg["mapping_kwargs"] = {**_MAPPING_DEFAULTS, **mapping}
+    return mapping
+
+
+def _check_values(cfg: dict) -> None:
+    """Refuses non-positive sizes, a negative c_dim and num_critical outside [0, num_layers)."""
     for key in ("z_dim", "w_dim", "img_resolution", "img_channels", "num_layers"):
         if int(cfg[key]) != cfg[key] or cfg[key] < 1:
             raise ValueError(f"StyleGAN3 config: {key} must be a positive int, got {cfg[key]!r}.")
@@ -133,6 +128,22 @@ def normalize_config(config: Mapping[str, Any]) -> dict:
             f"StyleGAN3 config: need 0 <= num_critical < num_layers, got {cfg['num_critical']} and "
             f"{cfg['num_layers']}."
         )
+
+
+def normalize_config(config: Mapping[str, Any]) -> dict:
+    """Official StyleGAN3 ``Generator`` kwargs -> a complete dict with every default filled in.
+
+    Raises:
+      ValueError: for StyleGAN2 kwargs, missing required keys, unknown keys or invalid values.
+    """
+    mapping = _check_keys(config)
+    cfg = {
+        **_SYNTHESIS_DEFAULTS,
+        **_LAYER_DEFAULTS,
+        **{k: v for k, v in config.items() if k != "mapping_kwargs"},
+    }
+    cfg["mapping_kwargs"] = {**_MAPPING_DEFAULTS, **mapping}
+    _check_values(cfg)
     return cfg
 
 
@@ -474,6 +485,44 @@ class MappingNetwork(nn.Module):
         return x.at[:, :cutoff].set(torch_lerp(w_avg, x[:, :cutoff], psi))
 
 
+def _input_matrices(t: jax.Array, user: jax.Array) -> jax.Array:
+    """Affine output t [N, 4] (cos, sin, tx, ty) and user transform [3, 3] -> matrices [N, 3, 3]."""
+    t = t / jnp.sqrt(jnp.sum(jnp.square(t[:, :2]), axis=1, keepdims=True))
+    zero, one = jnp.zeros_like(t[:, 0]), jnp.ones_like(t[:, 0])
+    m_r = jnp.stack(
+        [
+            jnp.stack([t[:, 0], -t[:, 1], zero], -1),
+            jnp.stack([t[:, 1], t[:, 0], zero], -1),
+            jnp.stack([zero, zero, one], -1),
+        ],
+        1,
+    )
+    m_t = jnp.stack(
+        [
+            jnp.stack([one, zero, -t[:, 2]], -1),
+            jnp.stack([zero, one, -t[:, 3]], -1),
+            jnp.stack([zero, zero, one], -1),
+        ],
+        1,
+    )
+    return jnp.matmul(jnp.matmul(m_r, m_t, precision=_prec()), user[None], precision=_prec())
+
+
+def _fourier_features(
+    s: InputSpec, freqs: jax.Array, phases: jax.Array, mats: jax.Array
+) -> jax.Array:
+    """Freqs [C, 2] and phases [C] moved by mats [N, 3, 3] -> band-limited sines [N, H, W, C]."""
+    # [N, C]
+    phases = phases[None] + jnp.matmul(freqs[None], mats[:, :2, 2:], precision=_prec())[..., 0]
+    freqs = jnp.matmul(freqs[None], mats[:, :2, :2], precision=_prec())  # [N, C, 2]
+    norm = jnp.sqrt(jnp.sum(jnp.square(freqs), axis=2))
+    amplitudes = jnp.clip(1 - (norm - s.bandwidth) / (s.sampling_rate / 2 - s.bandwidth), 0, 1)
+
+    grid = sampling_grid(s.size, s.sampling_rate, freqs.dtype)  # [H, W, 2]
+    x = jnp.einsum("hwk,nck->nhwc", grid, freqs, precision=_prec()) + phases[:, None, None, :]
+    return jnp.sin(x * (math.pi * 2)) * amplitudes[:, None, None, :]
+
+
 class SynthesisInput(nn.Module):
     """Fourier features of a w-dependent rotated and translated grid, then a channel mixing."""
 
@@ -497,36 +546,8 @@ class SynthesisInput(nn.Module):
 
         # (cos, sin, tx, ty), rotation normalised below
         t = FullyConnectedLayer(self.w_dim, 4, name="affine")(w)
-        t = t / jnp.sqrt(jnp.sum(jnp.square(t[:, :2]), axis=1, keepdims=True))
-        zero, one = jnp.zeros_like(t[:, 0]), jnp.ones_like(t[:, 0])
-        m_r = jnp.stack(
-            [
-                jnp.stack([t[:, 0], -t[:, 1], zero], -1),
-                jnp.stack([t[:, 1], t[:, 0], zero], -1),
-                jnp.stack([zero, zero, one], -1),
-            ],
-            1,
-        )
-        m_t = jnp.stack(
-            [
-                jnp.stack([one, zero, -t[:, 2]], -1),
-                jnp.stack([zero, one, -t[:, 3]], -1),
-                jnp.stack([zero, zero, one], -1),
-            ],
-            1,
-        )
-        # [N, 3, 3]
-        mats = jnp.matmul(jnp.matmul(m_r, m_t, precision=_prec()), user[None], precision=_prec())
-
-        # [N, C]
-        phases = phases[None] + jnp.matmul(freqs[None], mats[:, :2, 2:], precision=_prec())[..., 0]
-        freqs = jnp.matmul(freqs[None], mats[:, :2, :2], precision=_prec())  # [N, C, 2]
-        norm = jnp.sqrt(jnp.sum(jnp.square(freqs), axis=2))
-        amplitudes = jnp.clip(1 - (norm - s.bandwidth) / (s.sampling_rate / 2 - s.bandwidth), 0, 1)
-
-        grid = sampling_grid(s.size, s.sampling_rate, dt)  # [H, W, 2]
-        x = jnp.einsum("hwk,nck->nhwc", grid, freqs, precision=_prec()) + phases[:, None, None, :]
-        x = jnp.sin(x * (math.pi * 2)) * amplitudes[:, None, None, :]
+        mats = _input_matrices(t, user)
+        x = _fourier_features(s, freqs, phases, mats)
         mix = weight.astype(dt) / math.sqrt(s.channels)
         return jnp.matmul(x, mix, precision=_prec())
 

@@ -170,6 +170,19 @@ def _check(x, b, up, down, gain, slope, clamp) -> None:
         )
 
 
+def _checked_output_size(x: jax.Array, fu, fd, up: int, down: int, pads) -> tuple[int, int]:
+    """:func:`output_size` of x [N, H, W, C]; refuses a padding that leaves no output pixel."""
+    out_h, out_w = output_size(x.shape[1:3], fu, fd, up, down, pads)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"filtered_lrelu: padding {pads} leaves no output for a "
+            f"{x.shape[1]}x{x.shape[2]} input "
+            f"with up={up}, down={down} and filters of {filter_size(fu)} / {filter_size(fd)} taps "
+            "(width, height)."
+        )
+    return out_h, out_w
+
+
 def filtered_lrelu(
     x: jax.Array,
     fu: jax.Array | None = None,
@@ -208,14 +221,7 @@ def filtered_lrelu(
     """
     _check(x, b, up, down, gain, slope, clamp)
     pads = parse_padding(padding)
-    out_h, out_w = output_size(x.shape[1:3], fu, fd, up, down, pads)
-    if out_h < 1 or out_w < 1:
-        raise ValueError(
-            f"filtered_lrelu: padding {pads} leaves no output for a "
-            f"{x.shape[1]}x{x.shape[2]} input "
-            f"with up={up}, down={down} and filters of {filter_size(fu)} / {filter_size(fd)} taps "
-            "(width, height)."
-        )
+    out_h, out_w = _checked_output_size(x, fu, fd, up, down, pads)
     if b is not None:
         x = bias_act(x, b)
     fu = _prepare(jnp.ones((1,), jnp.float32) if fu is None else fu, x.dtype, up**2, flip_filter)

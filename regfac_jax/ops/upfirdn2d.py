@@ -187,6 +187,41 @@ def _fir(
     )
 
 
+def _check_fits(shape, fsize: tuple[int, int], up: tuple[int, int], pads) -> None:
+    """Refuses a padding that leaves the upsampled image [N, H, W, C] smaller than the filter."""
+    (fw, fh), (upx, upy), (px0, px1, py0, py1) = fsize, up, pads
+    out_h = shape[1] * upy + py0 + py1 - fh
+    out_w = shape[2] * upx + px0 + px1 - fw
+    if out_h < 0 or out_w < 0:
+        raise ValueError(
+            f"upfirdn2d: padding {(px0, px1, py0, py1)} leaves the {shape[1]}x{shape[2]} image "
+            f"(upsampled x{upy}, x{upx}) smaller than the {fh}x{fw} filter."
+        )
+
+
+def _fir_separable(
+    x: jax.Array, f: jax.Array, up: tuple[int, int], down: tuple[int, int], pads
+) -> jax.Array:
+    """Correlation taps f [taps] along x, then along y, of x [N, H, W, C] (pads: x0, x1, y0, y1)."""
+    (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, pads
+    fw, fh = filter_size(f)
+    h, w = x.shape[1:3]
+    x = _fir(
+        x,
+        f[None, :],
+        _axis_plan(h, 1, 1, 1, 0, 0),
+        _axis_plan(w, fw, upx, downx, px0, px1),
+        (upx, 1),
+    )
+    return _fir(
+        x,
+        f[:, None],
+        _axis_plan(h, fh, upy, downy, py0, py1),
+        _axis_plan(x.shape[2], 1, 1, 1, 0, 0),
+        (1, upy),
+    )
+
+
 def upfirdn2d(
     x: jax.Array,
     f,
@@ -221,36 +256,17 @@ def upfirdn2d(
     downx, downy = _scaling(down, "down")
     px0, px1, py0, py1 = parse_padding(padding)
     f = jnp.ones((1, 1), jnp.float32) if f is None else jnp.asarray(f)
-    fw, fh = filter_size(f)
-    out_h = x.shape[1] * upy + py0 + py1 - fh
-    out_w = x.shape[2] * upx + px0 + px1 - fw
-    if out_h < 0 or out_w < 0:
-        raise ValueError(
-            f"upfirdn2d: padding {(px0, px1, py0, py1)} leaves the {x.shape[1]}x{x.shape[2]} image "
-            f"(upsampled x{upy}, x{upx}) smaller than the {fh}x{fw} filter."
-        )
+    _check_fits(x.shape, filter_size(f), (upx, upy), (px0, px1, py0, py1))
     f = (f * (gain ** (f.ndim / 2))).astype(x.dtype)
     # the slices correlate; flipping the taps turns that into the reference's convolution
     if not flip_filter:
         f = jnp.flip(f, axis=tuple(range(f.ndim)))
-    h, w = x.shape[1:3]
     if f.ndim == 2:
+        fw, fh = filter_size(f)
+        h, w = x.shape[1:3]
         py, px = _axis_plan(h, fh, upy, downy, py0, py1), _axis_plan(w, fw, upx, downx, px0, px1)
         return _fir(x, f, py, px, (upx, upy))
-    x = _fir(
-        x,
-        f[None, :],
-        _axis_plan(h, 1, 1, 1, 0, 0),
-        _axis_plan(w, fw, upx, downx, px0, px1),
-        (upx, 1),
-    )
-    return _fir(
-        x,
-        f[:, None],
-        _axis_plan(h, fh, upy, downy, py0, py1),
-        _axis_plan(x.shape[2], 1, 1, 1, 0, 0),
-        (1, upy),
-    )
+    return _fir_separable(x, f, (upx, upy), (downx, downy), (px0, px1, py0, py1))
 
 
 def filter2d(
