@@ -30,13 +30,17 @@ Fields (all overridable on the command line, e.g. ``--config.num_samples 16``):
   ``regfac_jax.directions.generalized_eigh``).
 * ``manipulate``: indices, layers (paper: '4-7'), step_start/step_stop/num_steps (paper: -10, 10,
   7), truncation_psi / truncation_cutoff (paper: 0.7 on the first 8 layers), num_samples, seed;
-  region: the region whose locality ``--latents`` edits report ('' = the directions file's name).
-* ``inversion`` (``experiments.invert``): space ('w' | 'wplus'), num_steps, learning_rate,
-  optimize_noise, noise_regularization, w_avg_samples, mse_weight, lpips_weight, w_prior /
-  layer_spread (pull w towards the mean w / W+ layers towards each other: editability for fidelity;
-  0 = the projector), vgg16 (torchvision VGG16 .pth or converted .npz: enables LPIPS; '' = pixel
-  loss only), lpips_linear ('' = the installed lpips package's heads), seed, batch_size.
+  region: the region whose locality ``--latents`` edits report (None = the directions file's
+  name).
+* ``inversion`` (``experiments.invert``): space ('w' | 'wplus'), every field of
+  ``regfac_jax.inversion.InversionConfig`` at its default (num_steps, learning_rate, its ramps,
+  noise settings, mse_weight, lpips_weight, w_prior / layer_spread: pull w towards the mean w / W+
+  layers towards each other, editability for fidelity, 0 = the projector; ...), vgg16 (torchvision
+  VGG16 .pth or converted .npz: enables LPIPS; None = pixel loss only), lpips_linear (None = the
+  installed lpips package's heads), seed, batch_size.
 """
+
+import dataclasses
 
 import ml_collections
 from ml_collections import config_dict
@@ -123,26 +127,25 @@ def base_config() -> ml_collections.ConfigDict:
             seed=0,
         )
     )
-    cfg.manipulate.region = ""
+    cfg.manipulate.region = config_dict.placeholder(str)
     cfg.inversion = ml_collections.ConfigDict(
         dict(
             space="w",
-            num_steps=1000,
-            learning_rate=0.1,
-            optimize_noise=True,
-            noise_regularization=1e5,
-            w_avg_samples=10000,
-            mse_weight=1.0,
-            lpips_weight=1.0,
-            w_prior=0.0,
-            layer_spread=0.0,
-            vgg16="",
-            lpips_linear="",
+            **_inversion_defaults(),
+            vgg16=config_dict.placeholder(str),
+            lpips_linear=config_dict.placeholder(str),
             seed=0,
             batch_size=16,
         )
     )
     return cfg
+
+
+def _inversion_defaults() -> dict:
+    """Every ``regfac_jax.inversion.InversionConfig`` setting at its default (one source of them)."""
+    from regfac_jax import inversion
+
+    return {f.name: f.default for f in dataclasses.fields(inversion.InversionConfig)}
 
 
 def tiny(cfg: ml_collections.ConfigDict, fixture: str, regions: str, dataset: str | None = None):
