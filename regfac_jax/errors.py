@@ -17,7 +17,10 @@ code keeps working.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "InputFileError", "UserError"]
+import dataclasses
+from typing import Iterable
+
+__all__ = ["ConfigError", "InputFileError", "UserError", "check_field_names"]
 
 
 class UserError(Exception):
@@ -31,3 +34,16 @@ class ConfigError(UserError, ValueError):
 
 class InputFileError(UserError, ValueError):
     """A file whose content cannot be used; the message names the file."""
+
+
+def check_field_names(cls, names: Iterable[str], what: str) -> None:
+    """Refuses setting names that are not fields of the dataclass ``cls`` (a settings object built
+    from a launcher config's section).
+
+    Raises:
+      ConfigError: naming the unknown settings and listing the fields ``cls`` takes.
+    """
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(names) - set(fields))
+    if unknown:
+        raise ConfigError(f"Unknown {what} setting(s) {unknown}; {cls.__name__} takes {fields}.")

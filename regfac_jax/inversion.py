@@ -46,8 +46,8 @@ import numpy as np
 import optax
 from jax.tree_util import Partial
 
+from regfac_jax import errors, trees
 from regfac_jax import lpips as lpips_lib
-from regfac_jax import trees
 
 SPACES = ("w", "wplus")
 NOISE_SUFFIX = "noise_const"
@@ -315,12 +315,7 @@ class InversionConfig:
         Raises:
           ValueError: a name that is not a field (listing the fields), or a bad value.
         """
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(
-                f"Unknown inversion setting(s) {unknown}; InversionConfig takes {names}."
-            )
+        errors.check_field_names(cls, values, "inversion")
         return cls(**values)
 
 

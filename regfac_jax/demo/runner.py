@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from regfac_jax import io_utils, plots, trees
+from regfac_jax import errors, io_utils, plots, trees
 from regfac_jax.plots import image_grid  # re-exported by regfac_jax.demo
 
 DATA_PACKAGE = "regfac_jax"
@@ -313,10 +313,7 @@ class DemoConfig:
           ValueError: a name that is not a field (the message lists the fields).
         """
         values = dict(cfg)
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(f"Unknown demo setting(s) {unknown}; DemoConfig takes {names}.")
+        errors.check_field_names(cls, values, "demo")
         if isinstance(values.get("regions"), str):
             values["regions"] = tuple(r.strip() for r in values["regions"].split(",") if r.strip())
         return cls(**values)
