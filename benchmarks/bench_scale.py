@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 
-from benchmarks.timing import median_seconds
+from benchmarks.timing import median_seconds, toy_problem
 
 
 def _measure(args) -> dict:
@@ -35,7 +35,7 @@ def _measure(args) -> dict:
 
     from regfac_jax import distributed, jacobian
 
-    fn, latents, masks = _toy_problem(args)
+    fn, latents, masks = toy_problem(args.samples, args.d, args.resolution, args.channels)
     options = jacobian.JacobianOptions(tangent_chunk=args.chunk)
     plan = distributed.plan_grams(fn, latents, masks, options)
     all_samples = np.arange(args.samples)
@@ -55,23 +55,6 @@ def _measure(args) -> dict:
     if args.devices == 1:
         out["loop_s"] = median_seconds(looped, args.repeats)
     return out
-
-
-def _toy_problem(args) -> tuple:
-    """(latent function, latents [samples, d], masks [1, H, W]) of the toy generator."""
-    import jax
-    import numpy as np
-
-    from regfac_jax import regions
-    from regfac_jax.models import toy
-
-    params = toy.init_toy(
-        jax.random.key(0), latent_dim=args.d, resolution=args.resolution, channels=args.channels
-    )
-    fn = toy.toy_latent_fn(params)
-    latents = np.random.default_rng(1).standard_normal((args.samples, args.d)).astype(np.float32)
-    masks = regions.box_mask((128, 128, 64, 96), args.resolution)[None]
-    return fn, latents, masks
 
 
 def _run_child(args, devices: int) -> dict:

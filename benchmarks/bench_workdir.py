@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from benchmarks.timing import toy_problem
+
 
 def _config_f_params(seed: int = 0) -> dict:
     """A tree of ~30M float32 values, as StyleGAN2 config-f's (mapping 8 x 512^2, synthesis convs 3
@@ -85,20 +87,6 @@ def checkpoint_cost(repeats: int, d: int = 512, samples: int = 5) -> None:
             )
 
 
-def _toy_problem(samples: int, d: int, resolution: int) -> tuple:
-    """(latent function, latents [samples, d], masks [1, H, W]) of the toy generator."""
-    import jax
-
-    from regfac_jax import regions
-    from regfac_jax.models import toy
-
-    params = toy.init_toy(jax.random.key(0), latent_dim=d, resolution=resolution, channels=16)
-    fn = toy.toy_latent_fn(params)
-    latents = np.random.default_rng(1).standard_normal((samples, d)).astype(np.float32)
-    masks = regions.box_mask((128, 128, 64, 96), resolution)[None]
-    return fn, latents, masks
-
-
 def _resumable_runner(fn, latents, masks, options, mesh):
     """``(save interval, block) ->`` a callable that runs ``run_resumable`` in a fresh directory."""
     from regfac_jax import resumable
@@ -123,7 +111,7 @@ def loop_vs_resumable(repeats: int, samples: int, d: int, resolution: int) -> No
 
     from regfac_jax import distributed, jacobian
 
-    fn, latents, masks = _toy_problem(samples, d, resolution)
+    fn, latents, masks = toy_problem(samples, d, resolution)
     mesh = distributed.make_mesh(jax.local_devices()[:1])
     options = jacobian.JacobianOptions(tangent_chunk=d)
 
