@@ -41,7 +41,8 @@ setup(
         "test": [
             "pytest>=8,<10",
             "pytest-xdist>=3.5,<4",
-            "ruff>=0.15,<1",
+            # exact: CI's `ruff format --check` must lay code out as the release that formatted it.
+            "ruff==0.17.6",
             "chex>=0.1.90,<0.2",
             "scipy>=1.11,<2",
             "torch==2.13.0",
